@@ -1,0 +1,1 @@
+"""Generators, one module each (``vfbench.generators.<name>``), registered lazily in vfbench.builtins."""
