@@ -1,0 +1,311 @@
+"""VDM baseline: Video Diffusion Models (Ho et al. 2022) on VideoFusion's base U-Net, inflated for video.
+
+Standard Gaussian diffusion on the whole clip (i.i.d. noise for every frame, one timestep per clip),
+eps-prediction with the simple loss (DDPM Eq. 14; MSE, L1 optional), denoised by the factorised
+space-time U-Net of ``vfbench.nets.unet`` (``video=True``): spatial layers per frame, temporal attention
+over frames with a relative-position bias (VDM Sec. 3). The U-Net has the widths of VideoFusion's base
+generator at the same preset, so VideoFusion's Table 4 comparison ("VDM re-implemented on the base
+generator") is like for like.
+
+Extras of the VDM paper implemented here:
+
+* classifier-free guidance (Ho & Salimans 2022) for class-conditional runs: null-label dropout in
+  training, guided eps at sampling (default scale 3.0, VideoFusion Table 8);
+* joint image-video training (VDM Sec. 3/4.3): ``joint_images`` independent frames from other clips
+  are appended to each clip, with temporal attention masked so they do not see each other or the clip.
+
+Sampling is DDIM (Song et al. 2021) with 50 respaced steps by default, or ancestral DDPM.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from vfbench.clips import check_clips, uint8_to_unit, unit_to_uint8
+from vfbench.diffusion import (
+    DiffusionSchedule, check_eta, classifier_free_guidance, ddim_step, ddpm_step, q_sample, sample_timesteps,
+    schedule_names, timestep_pairs,
+)
+from vfbench.errors import UsageError, check_range, did_you_mean
+from vfbench.generator import Generator
+from vfbench.nets.unet import UNet, UNetConfig, unet_preset
+from vfbench.registry import GENERATORS
+
+LOSSES = ("mse", "l1")
+SAMPLERS = ("ddim", "ddpm")
+SAMPLE_CONTROLS = ("batch_size", "sampler", "steps", "eta", "labels", "guidance_scale")
+
+
+@dataclass(frozen=True)
+class VDMConfig:
+    """Everything that defines a VDM model; saved with every run."""
+
+    unet: UNetConfig = field(default_factory=lambda: unet_preset("small", "base", video=True))
+    frames: int = 16
+    size: int = 64
+    channels: int = 3
+    schedule: str = "cosine"
+    num_timesteps: int = 1000
+    loss: Literal["mse", "l1"] = "mse"
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    sampling_steps: int = 50
+    eta: float = 0.0
+    guidance_scale: float = 3.0  # used only when the U-Net is class-conditional
+    class_dropout: float = 0.1  # null-label probability in training (classifier-free guidance)
+    joint_images: int = 0  # independent images appended per clip in training (temporal attention masked)
+
+    def __post_init__(self):
+        for name in ("frames", "size", "channels", "num_timesteps", "sampling_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"vdm.{name} must be a positive integer, got {value!r}")
+        if isinstance(self.joint_images, bool) or not isinstance(self.joint_images, int) or self.joint_images < 0:
+            raise UsageError(f"vdm.joint_images must be a non-negative integer, got {self.joint_images!r}")
+        if self.schedule not in schedule_names():
+            raise UsageError(f"vdm.schedule must be one of {', '.join(schedule_names())}, got {self.schedule!r}")
+        for name, allowed in (("loss", LOSSES), ("sampler", SAMPLERS)):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"vdm.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.sampling_steps > self.num_timesteps:
+            raise UsageError(f"vdm.sampling_steps ({self.sampling_steps}) must not exceed num_timesteps ({self.num_timesteps})")
+        check_range("vdm.eta", self.eta, 0, 1)
+        check_range("vdm.guidance_scale", self.guidance_scale, 0)
+        check_range("vdm.class_dropout", self.class_dropout, 0, 1, hi_open=True)
+        u = self.unet
+        if not u.video:
+            raise UsageError("vdm.unet.video must be true: VDM denoises whole clips with a space-time U-Net")
+        if u.in_channels != self.channels or u.out_channels != self.channels:
+            raise UsageError(f"vdm.unet.in_channels/out_channels must equal channels={self.channels}; build it with VDM.config_for")
+        if u.extra_input_channels or u.num_frame_indices:
+            raise UsageError("vdm.unet.extra_input_channels and num_frame_indices must be 0: VDM has no such conditioning")
+        factor = 2 ** (len(u.channel_mults) - 1)
+        if self.size % factor:
+            raise UsageError(f"vdm.size={self.size} must be divisible by {factor} (the U-Net has {len(u.channel_mults)} scales)")
+
+    @property
+    def num_classes(self) -> int:
+        return self.unet.num_classes
+
+
+@GENERATORS.register("vdm", description="video diffusion with a factorized space-time U-Net (Ho et al. 2022)")
+class VDM(Generator):
+    """Gaussian diffusion on clips with a factorised space-time U-Net (Video Diffusion Models)."""
+
+    name = "vdm"
+    Config = VDMConfig
+
+    def __init__(self, config: VDMConfig):
+        super().__init__(config)
+        self.unet = UNet(config.unet)
+        self.schedule = DiffusionSchedule.named(config.schedule, config.num_timesteps)
+
+    @classmethod
+    def config_for(cls, preset: str, frames: int, size: int, num_classes: int = 0, **overrides) -> VDMConfig:
+        """A config at preset ``tiny`` / ``small`` / ``paper`` whose U-Net has VideoFusion's *base* widths
+        (``unet_preset(preset, "base")``), inflated with temporal attention."""
+        channels = overrides.get("channels", 3)
+        unet = unet_preset(preset, "base", video=True, num_classes=num_classes, in_channels=channels,
+                           out_channels=channels)
+        return VDMConfig(unet=unet, frames=frames, size=size, **overrides)
+
+    # -- the denoiser -------------------------------------------------------------------------
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
+                      temporal_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """eps_theta(z_t, t[, c]) for clips ``[B, T, C, H, W]`` (the U-Net's layout is ``[B, C, T, H, W]``)."""
+        eps = self.unet(z_t.transpose(1, 2), t, class_labels=class_labels, temporal_mask=temporal_mask)
+        return eps.transpose(1, 2)
+
+    def guided_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor],
+                     scale: float) -> torch.Tensor:
+        """Classifier-free guidance; the conditional and null-label passes share one batched forward."""
+        if class_labels is None or self.config.num_classes == 0 or scale == 1.0:
+            return self.predict_noise(z_t, t, class_labels)
+        null = torch.full_like(class_labels, self.config.num_classes)
+        eps_cond, eps_uncond = self.predict_noise(torch.cat([z_t, z_t]), torch.cat([t, t]),
+                                                  torch.cat([class_labels, null])).chunk(2)
+        return classifier_free_guidance(eps_cond, eps_uncond, scale)
+
+    # -- training -----------------------------------------------------------------------------
+    def _clips(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        if "video" not in batch:
+            raise UsageError("a VDM batch needs a 'video' entry: uint8 clips [B, T, C, H, W]")
+        video = check_clips(batch["video"], "batch['video']", channels=self.config.channels)
+        _, t, _, h, w = video.shape
+        c = self.config
+        if t != c.frames or h != c.size or w != c.size:
+            raise UsageError(f"batch clips are {t} x {h} x {w} but this VDM was built for {c.frames} x {c.size} x {c.size}; "
+                             f"set --frames/--size to match the dataset")
+        return uint8_to_unit(video.to(self.device))
+
+    def _training_labels(self, batch: Mapping[str, Any], size: int, generator: torch.Generator) -> Optional[torch.Tensor]:
+        """Class labels on the CPU with classifier-free-guidance dropout to the null label ``num_classes``."""
+        k = self.config.num_classes
+        if k == 0:
+            return None
+        labels = batch.get("label")
+        if labels is None:
+            raise UsageError(f"this VDM is class-conditional (num_classes={k}) but the batch has no 'label'; "
+                             f"use a labelled dataset or num_classes=0")
+        labels = torch.as_tensor(labels).long().view(-1).cpu()
+        if labels.numel() != size or int(labels.min()) < 0 or int(labels.max()) >= k:
+            raise UsageError(f"batch['label'] must hold {size} class labels in [0, {k - 1}], got {labels.tolist()[:8]}; "
+                             f"check the dataset's num_classes")
+        drop = torch.rand(size, generator=generator, device=generator.device).cpu() < self.config.class_dropout
+        return torch.where(drop, torch.full_like(labels, k), labels)
+
+    def _joint_images(self, x0: torch.Tensor, labels: Optional[torch.Tensor], generator: torch.Generator):
+        """Append ``joint_images`` single frames from other clips to every clip (VDM joint training).
+
+        For clip b the frames come from clips of the same (non-dropped) class when the model is
+        class-conditional (its conditioning is per clip), else from any other clip; a clip with no such
+        partner in the batch uses frames of its own. Returns the extended clips and the temporal mask
+        ``[B, T + J, T + J]`` in which the T video frames attend to each other and each image only to itself.
+        """
+        j = self.config.joint_images
+        b, t = x0.shape[:2]
+        pick_clip = torch.empty(b, j, dtype=torch.long)
+        for i in range(b):
+            if labels is None or int(labels[i]) == self.config.num_classes:
+                partners = [p for p in range(b) if p != i]
+            else:
+                partners = [p for p in range(b) if p != i and int(labels[p]) == int(labels[i])]
+            partners = torch.tensor(partners or [i])
+            pick_clip[i] = partners[torch.randint(0, len(partners), (j,), generator=generator, device=generator.device).cpu()]
+        pick_frame = torch.randint(0, t, (b, j), generator=generator, device=generator.device).cpu()
+        images = x0[pick_clip.to(x0.device), pick_frame.to(x0.device)]  # [B, J, C, H, W]
+        mask = torch.zeros(b, t + j, t + j, dtype=torch.bool, device=x0.device)
+        mask[:, :t, :t] = True
+        return torch.cat([x0, images], dim=1), mask
+
+    @staticmethod
+    def _training_generator(generator: Optional[torch.Generator]) -> torch.Generator:
+        # The trainer's contract is loss(batch): without an explicit generator the noise comes from torch's
+        # default CPU generator, which the shared trainer seeds per step (and checkpoints). All draws are on
+        # the generator's device, so a run's noise does not depend on the device it trains on.
+        return generator if generator is not None else torch.default_generator
+
+    def loss(self, batch: Mapping[str, Any], generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """``|| eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t[, c]) ||`` averaged over every element
+        of every frame (DDPM Eq. 14 on clips; squared error, or absolute error with ``loss='l1'``).
+
+        One t per clip, i.i.d. noise per frame. Draw order from ``generator``: t, label dropout, joint-image
+        picks, noise.
+        """
+        g = self._training_generator(generator)
+        x0 = self._clips(batch)
+        size = x0.shape[0]
+        t = sample_timesteps(self.schedule, size, g, self.device)
+        labels = self._training_labels(batch, size, g)
+        mask = None
+        if self.config.joint_images:
+            x0, mask = self._joint_images(x0, labels, g)
+        noise = torch.randn(x0.shape, generator=g, device=g.device).to(self.device, x0.dtype)
+        z_t = q_sample(self.schedule, x0, t, noise)
+        eps_hat = self.predict_noise(z_t, t, labels.to(self.device) if labels is not None else None, mask)
+        err = F.mse_loss(eps_hat, noise) if self.config.loss == "mse" else F.l1_loss(eps_hat, noise)
+        out = {"loss": err}
+        if mask is not None:  # the video and image parts, for the log
+            frames = self.config.frames
+            with torch.no_grad():
+                diff = (eps_hat - noise).square() if self.config.loss == "mse" else (eps_hat - noise).abs()
+                out["loss_video"] = diff[:, :frames].mean()
+                out["loss_images"] = diff[:, frames:].mean()
+        return out
+
+    # -- sampling -----------------------------------------------------------------------------
+    def _sample_labels(self, n: int, labels, generator: torch.Generator) -> Optional[torch.Tensor]:
+        k = self.config.num_classes
+        if k == 0:
+            if labels is not None:
+                raise UsageError("labels were given but this VDM is unconditional; train it with num_classes > 0")
+            return None
+        if labels is None:  # unconditional benchmark samples: classes drawn uniformly
+            return torch.randint(0, k, (n,), generator=generator, device=generator.device).cpu()
+        labels = torch.as_tensor(labels, dtype=torch.long).view(-1).cpu()
+        if labels.numel() == 1:
+            labels = labels.expand(n).clone()
+        if labels.numel() != n or int(labels.min()) < 0 or int(labels.max()) >= k:
+            raise UsageError(f"labels must be one class or {n} classes in [0, {k - 1}], got {labels.tolist()[:8]}")
+        return labels
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
+               sampler: Optional[str] = None, steps: Optional[int] = None, eta: Optional[float] = None,
+               labels: Optional[Union[int, Sequence[int], torch.Tensor]] = None,
+               guidance_scale: Optional[float] = None, **unknown) -> torch.Tensor:
+        """``n`` clips, uint8 ``[n, T, C, H, W]``.
+
+        ``sampler='ddim'`` (default; ``steps`` respaced steps, ``eta`` 0 = deterministic) or ``'ddpm'``
+        (ancestral, "fixed small" variance; with fewer steps than ``num_timesteps`` it runs on the respaced
+        chain, which is DDIM with eta = 1, Song et al. Sec. 4.1). Class-conditional models use ``labels``
+        (one class, one per clip, or None = uniformly drawn) with classifier-free guidance ``guidance_scale``.
+
+        Randomness: from ``generator`` come the labels (if drawn) and one seed per clip; each clip's
+        initial noise and per-step noise come from its own seed, so the clips do not depend on
+        ``batch_size``, and the same generator state gives the same bytes.
+        """
+        c = self.config
+        if unknown:
+            name = sorted(unknown)[0]
+            raise UsageError(did_you_mean("VDM sampling control", name, SAMPLE_CONTROLS))
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise UsageError(f"the number of clips to sample must be a positive integer, got {n!r}")
+        sampler = sampler or c.sampler
+        if sampler not in SAMPLERS:
+            raise UsageError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
+        steps = c.sampling_steps if steps is None else steps
+        eta = check_eta(c.eta if eta is None else eta)
+        scale = c.guidance_scale if guidance_scale is None else float(guidance_scale)
+        check_range("guidance_scale", scale, 0)
+        batch_size = min(n, 32) if batch_size is None else batch_size
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if sampler == "ddpm" and steps == c.num_timesteps:
+            pairs = [(t, t - 1) for t in range(c.num_timesteps - 1, -1, -1)]
+        else:
+            pairs = timestep_pairs(c.num_timesteps, steps)  # validates steps
+            if sampler == "ddpm":
+                eta = 1.0
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        class_labels = self._sample_labels(n, labels, generator)
+        clip_seeds = torch.randint(0, 2 ** 62, (n,), generator=generator, device=generator.device).tolist()
+
+        was_training = self.training
+        self.eval()
+        try:
+            out = []
+            for start in range(0, n, batch_size):
+                seeds = clip_seeds[start:start + batch_size]
+                lab = class_labels[start:start + batch_size].to(self.device) if class_labels is not None else None
+                out.append(self._sample_batch(seeds, generator.device, pairs, sampler, eta, lab, scale))
+        finally:
+            self.train(was_training)
+        return torch.cat(out)
+
+    def _sample_batch(self, seeds: List[int], noise_device, pairs, sampler: str, eta: float,
+                      labels: Optional[torch.Tensor], scale: float) -> torch.Tensor:
+        c = self.config
+        shape = (c.frames, c.channels, c.size, c.size)
+        clip_gens = [torch.Generator(device=noise_device).manual_seed(s) for s in seeds]
+
+        def fresh_noise() -> torch.Tensor:
+            return torch.stack([torch.randn(shape, generator=g, device=noise_device) for g in clip_gens]).to(self.device)
+
+        z = fresh_noise()
+        b = len(seeds)
+        for t, t_prev in pairs:
+            t_vec = torch.full((b,), t, dtype=torch.long, device=self.device)
+            eps = self.guided_noise(z, t_vec, labels, scale).float()
+            if sampler == "ddpm" and t_prev == t - 1:
+                z = ddpm_step(self.schedule, z, eps, t, noise=fresh_noise() if t > 0 else None)
+            else:
+                z = ddim_step(self.schedule, z, eps, t, t_prev, eta=eta,
+                              noise=fresh_noise() if eta > 0 and t_prev >= 0 else None)
+        return unit_to_uint8(z).cpu()
+
+
+__all__ = ["VDM", "VDMConfig", "LOSSES", "SAMPLERS"]
