@@ -12,21 +12,63 @@ import contextlib
 import errno
 import json
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
 
 from vfbench.errors import VfbenchError
 
 
-def _explain_oserror(path: Path, exc: OSError) -> VfbenchError:
+def _free_bytes(folder: Path) -> Optional[int]:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _oserror_in(exc: BaseException) -> Optional[OSError]:
+    """The OSError behind ``exc``: itself, or one in its cause/context chain (``torch.save`` and
+    ``np.save`` wrap the failing ``write`` of a full disk in a RuntimeError / errno-less OSError)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _explain_oserror(path: Path, exc: OSError, free: Optional[int] = None) -> VfbenchError:
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return VfbenchError(f"cannot write {path}: the directory is read-only or not writable;"
                             " choose another location with --results or VFBENCH_HOME")
-    if exc.errno == errno.ENOSPC:
-        return VfbenchError(f"cannot write {path}: the disk is full; free space and rerun"
+    short_write = exc.errno is None and "requested and" in str(exc)  # numpy's tofile on a full disk
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT) or short_write or (free is not None and free < (1 << 20)):
+        return VfbenchError(f"cannot write {path}: the disk is full (or over quota); free space and rerun"
                             " (files already saved are intact)")
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return VfbenchError(f"cannot write {path}: a file is in the way of its folder {path.parent};"
+                            " choose another location with --results or VFBENCH_HOME, or move that file")
     return VfbenchError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+_UMASK: Optional[int] = None
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (thread-safe)."""
+    global _UMASK
+    if _UMASK is None:
+        try:
+            with open("/proc/self/status", encoding="ascii") as fh:
+                _UMASK = next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+        except (OSError, StopIteration, ValueError, IndexError):
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+    return _UMASK
 
 
 def _fsync_dir(path: Path) -> None:
@@ -42,15 +84,58 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_HOST = re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname() or "host")[:64]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists
+        return True
+    return True
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Delete temp files of ``path`` left by a writer of this host that was killed mid-write.
+
+    A SIGKILL during ``atomic_write`` leaves ``.NAME.HOST-PID-XXXX.tmp`` behind (as large as a
+    checkpoint); a run killed and resumed many times would fill the disk with them. Rewriting
+    ``NAME`` (a resume redraws exactly the torn checkpoint or shard) removes the ones whose writer
+    process no longer exists; files of live writers and of other hosts are left alone.
+    """
+    prefix = f".{path.name}."
+    try:
+        entries = [e.name for e in os.scandir(path.parent) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    for name in entries:
+        parts = name[len(prefix):-len(".tmp")].rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != _HOST or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(path.parent / name)
+
+
 @contextlib.contextmanager
 def atomic_write(path: os.PathLike | str, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary sibling of ``path`` for writing; on success it atomically replaces ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        _remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}-{os.getpid()}-", suffix=".tmp", dir=path.parent)
     except OSError as exc:
         raise _explain_oserror(path, exc) from exc
+    try:
+        # mkstemp creates 0600; give the file the permissions a plain open() would (shared results dirs)
+        os.fchmod(fd, 0o666 & ~_umask())
+    except OSError:
+        pass
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
@@ -58,10 +143,15 @@ def atomic_write(path: os.PathLike | str, mode: str = "wb") -> Iterator[Any]:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except OSError as exc:
+    except Exception as exc:
+        os_exc = None if isinstance(exc, VfbenchError) else _oserror_in(exc)
+        # explain before the temp file is removed (a full disk has room again afterwards)
+        err = _explain_oserror(path, os_exc, _free_bytes(path.parent)) if os_exc is not None else None
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        raise _explain_oserror(path, exc) from exc
+        if err is not None:
+            raise err from exc
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

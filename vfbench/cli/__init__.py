@@ -38,36 +38,71 @@ def _root(
 
 # Each command module adds its commands to ``app`` (one module per command group).
 from vfbench.cli import ls as _ls  # noqa: E402,F401
+from vfbench.cli import bench as _bench  # noqa: E402,F401
+from vfbench.cli import ablate as _ablate  # noqa: E402,F401
+from vfbench.cli import report as _report  # noqa: E402,F401
+from vfbench.cli import demo as _demo  # noqa: E402,F401
+from vfbench.cli import train as _train  # noqa: E402,F401
+from vfbench.cli import sample as _sample  # noqa: E402,F401
+from vfbench.cli import evaluate as _evaluate  # noqa: E402,F401
+from vfbench.cli import data as _data  # noqa: E402,F401
+from vfbench.cli import weights as _weights  # noqa: E402,F401
 
 
-def _debug() -> bool:
-    return "--debug" in sys.argv[1:] or os.environ.get("VFBENCH_DEBUG") == "1"
+def _debug(argv=None) -> bool:
+    args = sys.argv[1:] if argv is None else list(argv)
+    return "--debug" in args or os.environ.get("VFBENCH_DEBUG") == "1"
+
+
+def _parser_exceptions():
+    """(exit, abort, usage/click) exception classes of click *and* of the click copy that Typer >= 0.17
+    vendors as ``typer._click`` (whose classes do not derive from click's)."""
+    import click
+
+    exits, aborts, clicks = [click.exceptions.Exit], [click.exceptions.Abort], [click.ClickException]
+    try:
+        import typer.exceptions as te
+
+        exits += [c for c in (getattr(te, "Exit", None),) if c is not None]
+        aborts += [c for c in (getattr(te, "Abort", None),) if c is not None]
+    except ImportError:  # pragma: no cover - older Typer re-exports click's own classes
+        pass
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+
+        clicks.append(VendoredClickException)
+    except ImportError:  # pragma: no cover
+        pass
+    return tuple(exits), tuple(aborts), tuple(clicks)
 
 
 def main(argv=None) -> None:
-    import click
-
+    exits, aborts, clicks = _parser_exceptions()
+    debug_env = os.environ.get("VFBENCH_DEBUG")
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="vfbench")
-    except click.exceptions.Exit as exc:
+    except exits as exc:
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except aborts:
         typer.echo("aborted", err=True)
         sys.exit(130)
-    except click.ClickException as exc:  # usage errors from the parser
+    except clicks as exc:  # usage errors from the parser: unknown option, bad value, missing argument
         exc.show()
-        sys.exit(exc.exit_code)
+        sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         typer.echo("interrupted: everything already written is kept; rerun the same command to resume", err=True)
         sys.exit(130)
     except VfbenchError as exc:
-        if _debug():
+        if _debug(argv):
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, never a traceback by default
-        if _debug():
+        if _debug(argv):
             raise
         typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
         sys.exit(1)
+    finally:  # ``--debug`` of one in-process call must not leak into the next one
+        if debug_env is None:
+            os.environ.pop("VFBENCH_DEBUG", None)
     sys.exit(rv if isinstance(rv, int) else 0)

@@ -1,0 +1,370 @@
+"""VideoFusion (Luo et al., CVPR 2023): decomposed diffusion with a shared base noise and per-frame residuals.
+
+The generator pairs two 2D eps-prediction U-Nets (``vfbench.nets.unet``):
+
+* the **base generator** ``z^b`` sees only the keyframe ``k = N // 2`` and predicts the shared base
+  noise ``bhat = z^b(z_t^k, t)`` (Sec. 3.3; one pass per clip per step, whatever N);
+* the **residual generator** ``z^r`` sees every other frame after the predicted base noise is removed,
+  ``z'^i = z_t^i - sqrt(lam_i) sqrt(1 - abar_t) bhat`` (Eq. 12), conditioned on the step and the frame
+  index ``i``, and predicts ``rhat^i``; the frame noise is ``sqrt(lam_i) bhat + sqrt(1 - lam_i) rhat^i``
+  (Eq. 13).
+
+Training is Eq. 14 with the three modes of Table 7 (``stopgrad``, ``no-stopgrad``, ``fixed``); the noise
+math is in ``videofusion_noise``, the samplers (DDIM / DDPM, Algorithm 1, long videos of Sec. 4.6) in
+``videofusion_sampling``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from vfbench.clips import check_clips, uint8_to_unit
+from vfbench.diffusion import DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps, schedule_names
+from vfbench.errors import UsageError, WeightsError, check_range, did_you_mean
+from vfbench.generator import Generator
+from vfbench.generators.videofusion_noise import (
+    compose_noise,
+    decomposed_q_sample,
+    draw_shared,
+    group_ids,
+    keyframe_index,
+    lambda_tensor,
+    lambda_vector,
+    non_key_indices,
+    remove_base_noise,
+)
+from vfbench.nets.unet import UNet, UNetConfig, unet_preset
+from vfbench.registry import GENERATORS
+
+MODES = ("stopgrad", "no-stopgrad", "fixed")
+SAMPLERS = ("ddim", "ddpm")
+NOISE_SHARING = ("none", "labels")
+
+
+@dataclass(frozen=True)
+class VideoFusionConfig:
+    """Everything that defines a VideoFusion model; saved with every run (paper defaults: Table 8)."""
+
+    base: UNetConfig = field(default_factory=lambda: unet_preset("small", "base"))
+    residual: UNetConfig = field(default_factory=lambda: unet_preset("small", "residual", num_frame_indices=16))
+    frames: int = 16
+    size: int = 64
+    channels: int = 3
+    lam: Union[float, Tuple[float, ...]] = 0.5  # one value for all non-key frames, or one per frame (lam[k] = 1)
+    schedule: str = "cosine"
+    num_timesteps: int = 1000
+    mode: Literal["stopgrad", "no-stopgrad", "fixed"] = "stopgrad"
+    base_lr_mult: float = 0.1  # the base generator is fine-tuned "with a small learning rate" (Sec. 3.4)
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    sampling_steps: int = 50
+    eta: float = 0.0
+    guidance_scale: float = 3.0  # used only when num_classes > 0
+    class_dropout: float = 0.1  # null-label probability in training (classifier-free guidance)
+    num_classes: int = 0
+    noise_sharing: Literal["none", "labels"] = "none"  # Sec. 4.7: share b by content, r by motion labels
+
+    def __post_init__(self):
+        for name in ("frames", "size", "channels", "num_timesteps", "sampling_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise UsageError(f"videofusion.{name} must be a positive integer, got {value!r}")
+        lambda_vector(self.lam, self.frames)  # raises a UsageError naming `lam`
+        if self.schedule not in schedule_names():
+            raise UsageError(f"videofusion.schedule must be one of {', '.join(schedule_names())}, got {self.schedule!r}")
+        for name, allowed in (("mode", MODES), ("sampler", SAMPLERS), ("noise_sharing", NOISE_SHARING)):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"videofusion.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        if self.sampling_steps > self.num_timesteps:
+            raise UsageError(f"videofusion.sampling_steps ({self.sampling_steps}) must not exceed num_timesteps "
+                             f"({self.num_timesteps})")
+        check_range("videofusion.base_lr_mult", self.base_lr_mult, 0)
+        check_range("videofusion.eta", self.eta, 0, 1)
+        check_range("videofusion.guidance_scale", self.guidance_scale, 0)
+        check_range("videofusion.class_dropout", self.class_dropout, 0, 1, hi_open=True)
+        if isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int) or self.num_classes < 0:
+            raise UsageError(f"videofusion.num_classes must be a non-negative integer, got {self.num_classes!r}")
+        for role in ("base", "residual"):
+            net: UNetConfig = getattr(self, role)
+            if net.in_channels != self.channels or net.out_channels != self.channels:
+                raise UsageError(f"videofusion.{role}.in_channels/out_channels must equal channels={self.channels}; "
+                                 f"build the nets with VideoFusion.config_for")
+            if net.video:
+                raise UsageError(f"videofusion.{role}.video must be false: both generators are 2D image U-Nets")
+            if net.num_classes != self.num_classes:
+                raise UsageError(f"videofusion.{role}.num_classes ({net.num_classes}) must equal num_classes "
+                                 f"({self.num_classes}); build the nets with VideoFusion.config_for")
+            factor = 2 ** (len(net.channel_mults) - 1)
+            if self.size % factor:
+                raise UsageError(f"videofusion.size={self.size} must be divisible by {factor} (the {role} U-Net has "
+                                 f"{len(net.channel_mults)} scales); choose another size or preset")
+        if self.base.num_frame_indices != 0:
+            raise UsageError("videofusion.base.num_frame_indices must be 0: the base generator is a plain image DPM")
+        if self.residual.num_frame_indices < self.frames:
+            raise UsageError(f"videofusion.residual.num_frame_indices must be at least frames={self.frames} "
+                             f"(the residual generator is conditioned on the frame index, Eq. 12)")
+
+
+@GENERATORS.register("videofusion", description="decomposed diffusion: shared base noise + per-frame residual "
+                                                "(Luo et al. 2023)")
+class VideoFusion(Generator):
+    """Base + residual generators over the decomposed diffusion process (Eq. 7-14 of VideoFusion)."""
+
+    name = "videofusion"
+    Config = VideoFusionConfig
+
+    def __init__(self, config: VideoFusionConfig):
+        super().__init__(config)
+        self.base = UNet(config.base)
+        self.residual = UNet(config.residual)
+        self.schedule = DiffusionSchedule.named(config.schedule, config.num_timesteps)
+        self.lam: Tuple[float, ...] = lambda_vector(config.lam, config.frames)
+        self.key = keyframe_index(config.frames)
+        self.others: List[int] = non_key_indices(config.frames, self.key)
+        if config.mode == "fixed":
+            self.base.requires_grad_(False)
+            self.base.eval()
+
+    @classmethod
+    def config_for(cls, preset: str, frames: int, size: int, num_classes: int = 0, **overrides) -> VideoFusionConfig:
+        """A config at preset ``tiny`` / ``small`` / ``paper`` (Table 8 widths: base 192, residual 128)."""
+        base = unet_preset(preset, "base", num_classes=num_classes)
+        residual = unet_preset(preset, "residual", num_classes=num_classes, num_frame_indices=frames)
+        return VideoFusionConfig(base=base, residual=residual, frames=frames, size=size, num_classes=num_classes,
+                                 **overrides)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.config.mode == "fixed":  # a frozen base is an inference-only network (no dropout)
+            self.base.eval()
+        return self
+
+    # -- Eq. 12-13: the predicted noise of every frame ----------------------------------------------
+    def predict_base_and_residual(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
+                                  stop_gradient: bool = False):
+        """``bhat = z^b(z_t^k, t)`` and ``rhat^i = z^r(z'^i_t, t, i)`` with ``z'`` from Eq. 12.
+
+        ``z_t`` is ``[B, N, C, H, W]``, ``t`` ``[B]``. Returns ``(bhat, bhat_used, rhat)``: ``bhat_used`` is the
+        base prediction the non-key frames see (``bhat.detach()`` when ``stop_gradient``, the ``[.]_sg``
+        of Eq. 14); ``rhat`` is ``[B, N - 1, C, H, W]`` (None for one-frame clips).
+        """
+        b = z_t.shape[0]
+        if self.config.mode == "fixed":
+            with torch.no_grad():
+                base_hat = self.base(z_t[:, self.key], t, class_labels=class_labels)
+        else:
+            base_hat = self.base(z_t[:, self.key], t, class_labels=class_labels)
+        base_used = base_hat.detach() if stop_gradient else base_hat
+        if not self.others:
+            return base_hat, base_used, None
+        m = len(self.others)
+        lam_others = [self.lam[i] for i in self.others]
+        z_prime = remove_base_noise(self.schedule, z_t[:, self.others], t, base_used, lam_others)
+        frame_index = torch.tensor(self.others, device=z_t.device).repeat(b)
+        labels = class_labels.repeat_interleave(m) if class_labels is not None else None
+        # frames folded into the batch: one batched residual call for all non-key frames
+        residual_hat = self.residual(z_prime.flatten(0, 1), t.repeat_interleave(m), class_labels=labels,
+                                     frame_index=frame_index)
+        return base_hat, base_used, residual_hat.view(b, m, *z_t.shape[2:])
+
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Eq. 13: the predicted noise ``epshat`` of every frame, ``[B, N, C, H, W]``."""
+        base_hat, base_used, residual_hat = self.predict_base_and_residual(z_t, t, class_labels)
+        if residual_hat is None:
+            return base_hat.unsqueeze(1)
+        return compose_noise(base_used, residual_hat, self.lam, self.key)
+
+    def guided_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor],
+                     scale: float) -> torch.Tensor:
+        """Classifier-free guidance on both networks (Ho & Salimans 2022).
+
+        The conditional and the unconditional (null label) passes each run the full Eq. 12-13 path, so
+        each residual call sees its own pass's ``z'``; since Eq. 13 is linear, guiding ``epshat`` equals
+        guiding ``bhat`` and ``rhat`` separately.
+        """
+        if class_labels is None or self.config.num_classes == 0 or scale == 1.0:
+            return self.predict_noise(z_t, t, class_labels)
+        null = torch.full_like(class_labels, self.config.num_classes)
+        both = self.predict_noise(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([class_labels, null]))
+        eps_cond, eps_uncond = both.chunk(2)
+        return classifier_free_guidance(eps_cond, eps_uncond, scale)
+
+    # -- training: Eq. 14 -------------------------------------------------------------------------
+    def _clips(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if "video" not in batch:
+            raise UsageError("a VideoFusion batch needs a 'video' entry: uint8 clips [B, T, C, H, W]")
+        video = check_clips(batch["video"], "batch['video']", channels=self.config.channels)
+        _, t, _, h, w = video.shape
+        c = self.config
+        if t != c.frames or h != c.size or w != c.size:
+            raise UsageError(f"batch clips are {t} x {h} x {w} but this VideoFusion was built for {c.frames} x {c.size} x "
+                             f"{c.size}; set --frames/--size to match the dataset")
+        return uint8_to_unit(video.to(self.device))
+
+    def _training_labels(self, batch: Mapping[str, Any], size: int, generator: torch.Generator) -> Optional[torch.Tensor]:
+        """Class labels with classifier-free-guidance dropout to the null label ``num_classes``."""
+        k = self.config.num_classes
+        if k == 0:
+            return None
+        labels = batch.get("label")
+        if labels is None:
+            raise UsageError(f"this VideoFusion is class-conditional (num_classes={k}) but the batch has no 'label'; "
+                             f"use a labelled dataset or num_classes=0")
+        labels = torch.as_tensor(labels).long().view(-1).cpu()
+        if labels.numel() != size or int(labels.min()) < 0 or int(labels.max()) >= k:
+            raise UsageError(f"batch['label'] must hold {size} class labels in [0, {k - 1}], got {labels.tolist()[:8]}; "
+                             f"check the dataset's num_classes")
+        drop = torch.rand(size, generator=generator, device=generator.device).cpu() < self.config.class_dropout
+        return torch.where(drop, torch.full_like(labels, k), labels).to(self.device)
+
+    def _noise_groups(self, batch: Mapping[str, Any], size: int):
+        """Sec. 4.7: with noise_sharing='labels', clips sharing a content label share b, clips sharing a
+        motion label share r; otherwise every clip has its own noises."""
+        if self.config.noise_sharing == "none":
+            return group_ids(None, size), group_ids(None, size)
+        ids = []
+        for key in ("content", "motion"):
+            labels = batch.get(key)
+            if labels is None or bool((torch.as_tensor(labels) < 0).all()):
+                raise UsageError(f"noise_sharing='labels' needs batch['{key}'] labels; use a dataset with content and "
+                                 f"motion labels (e.g. shapes) or set noise_sharing='none'")
+            ids.append(group_ids(labels, size))
+        return ids[0], ids[1]
+
+    @staticmethod
+    def _training_generator(generator: Optional[torch.Generator]) -> torch.Generator:
+        # The trainer's contract is loss(batch): without an explicit generator the training noise comes
+        # from torch's default CPU generator, which the shared trainer seeds and checkpoints. Every draw
+        # is made on the CPU, so a run's noise does not depend on the device it trains on.
+        return generator if generator is not None else torch.default_generator
+
+    def training_noise(self, batch: Mapping[str, Any], shape: torch.Size, generator: torch.Generator):
+        """The draws of one training step: ``t`` (one per clip), base noise ``b`` ``[B, C, H, W]`` and residual
+        noise ``r`` ``[B, N, C, H, W]``, shared between clips by label when ``noise_sharing='labels'``."""
+        size = shape[0]
+        t = sample_timesteps(self.schedule, size, generator, self.device)
+        base_ids, residual_ids = self._noise_groups(batch, size)
+        base = draw_shared(shape[2:], base_ids, generator, self.device)
+        residual = draw_shared(shape[1:], residual_ids, generator, self.device)
+        return t, base, residual
+
+    def loss(self, batch: Mapping[str, Any], generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """Eq. 14, mean squared error over every element of the clip.
+
+        ``loss = (loss_key + (N - 1) loss_residual) / N`` where ``loss_key = mean ||eps^k - bhat||^2`` and
+        ``loss_residual = mean_{i != k} ||eps^i - sqrt(lam_i) [bhat]_sg - sqrt(1 - lam_i) rhat^i||^2``.
+        ``stopgrad``: the residual term sees a detached ``bhat`` (inside ``z'`` and ``epshat``), so the base
+        generator is trained by the keyframe term only; ``no-stopgrad``: gradient flows through ``bhat``;
+        ``fixed``: the base is frozen. Draw order from ``generator``: t, b, r, label dropout.
+        """
+        g = self._training_generator(generator)
+        x0 = self._clips(batch)
+        frames = x0.shape[1]
+        t, base, residual = self.training_noise(batch, x0.shape, g)
+        labels = self._training_labels(batch, x0.shape[0], g)
+        z_t, eps = decomposed_q_sample(self.schedule, x0, t, base, residual, self.lam)
+
+        stop = self.config.mode in ("stopgrad", "fixed")
+        base_hat, base_used, residual_hat = self.predict_base_and_residual(z_t, t, labels, stop_gradient=stop)
+        # the error terms in float32 even when the nets run under autocast
+        loss_key = F.mse_loss(base_hat.float(), eps[:, self.key].float())
+        if residual_hat is None:
+            return {"loss": loss_key, "loss_key": loss_key, "loss_residual": torch.zeros_like(loss_key)}
+        residual_hat = residual_hat.float()
+        lam_t = lambda_tensor([self.lam[i] for i in self.others], residual_hat)
+        eps_hat_others = lam_t.sqrt() * base_used.float().unsqueeze(1) + (1.0 - lam_t).sqrt() * residual_hat
+        loss_residual = F.mse_loss(eps_hat_others, eps[:, self.others].float())
+        loss = (loss_key + len(self.others) * loss_residual) / frames
+        return {"loss": loss, "loss_key": loss_key, "loss_residual": loss_residual}
+
+    # -- pretraining the base generator (Sec. 3.3, Table 6) --------------------------------------
+    def pretrain_loss(self, batch: Mapping[str, Any], generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """Image-DPM loss of the base generator, ``||eps - z^b(sqrt(abar) x + sqrt(1 - abar) eps, t)||^2``.
+
+        Images are one random frame per clip of ``batch['video']``, or ``batch['image']`` (uint8
+        ``[B, C, H, W]``, e.g. an external image folder). Same randomness rule as ``loss``.
+        """
+        if self.config.mode == "fixed":
+            raise UsageError("the base generator is frozen in mode 'fixed'; pretrain it with mode 'stopgrad' and load "
+                             "the checkpoint with load_base_state")
+        g = self._training_generator(generator)
+        if "image" in batch:
+            images = check_clips(torch.as_tensor(batch["image"]).unsqueeze(1), "batch['image']",
+                                 channels=self.config.channels)[:, 0]
+            x0 = uint8_to_unit(images.to(self.device))
+        else:
+            clips = self._clips(batch)
+            pick = torch.randint(0, clips.shape[1], (clips.shape[0],), generator=g, device=g.device).to(self.device)
+            x0 = clips[torch.arange(clips.shape[0], device=self.device), pick]
+        size = x0.shape[0]
+        t = sample_timesteps(self.schedule, size, g, self.device)
+        eps = torch.randn(x0.shape, generator=g, device=g.device).to(self.device, x0.dtype)
+        labels = self._training_labels(batch, size, g)
+        loss = F.mse_loss(self.base(q_sample(self.schedule, x0, t, eps), t, class_labels=labels).float(), eps.float())
+        return {"loss": loss}
+
+    def load_base_state(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Load a pretrained base U-Net (strict). Accepts the base's own state dict or a full VideoFusion one."""
+        state = dict(state_dict)
+        if state and all(k.startswith("base.") for k in state) or any(k.startswith("residual.") for k in state):
+            state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
+        own = self.base.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or mismatched:
+            detail = "; ".join(part for part in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"shape mismatch at {mismatched[:3]}" if mismatched else "") if part)
+            raise WeightsError(f"the base checkpoint does not fit this VideoFusion's base U-Net ({detail}); pretrain it "
+                               f"with the same preset, size, channels and num_classes")
+        self.base.load_state_dict(state, strict=True)
+
+    def param_groups(self, lr: float) -> List[Dict[str, Any]]:
+        """Residual generator at ``lr``; base generator at ``lr * base_lr_mult`` (absent when ``fixed``)."""
+        groups = []
+        if self.config.mode != "fixed":
+            groups.append({"name": "base", "params": list(self.base.parameters()), "lr": lr * self.config.base_lr_mult})
+        groups.append({"name": "residual", "params": list(self.residual.parameters()), "lr": lr})
+        return groups
+
+    # -- sampling (Fig. 4, Appendix A, Sec. 4.6) ------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, generator: Optional[torch.Generator] = None, *, base_noise=None, residual_noise=None,
+               base_seed: Optional[int] = None, residual_seed: Optional[int] = None, labels=None,
+               guidance_scale: Optional[float] = None, sampler: Optional[str] = None, steps: Optional[int] = None,
+               eta: Optional[float] = None, batch_size: Optional[int] = None, **unknown) -> torch.Tensor:
+        """uint8 clips ``[n, T, C, H, W]`` (Fig. 4 / Algorithm 1); the controls are documented in
+        ``videofusion_sampling`` (same generator state, same bytes; clips independent of ``batch_size``)."""
+        from vfbench.generators.videofusion_sampling import sample_clips
+
+        _refuse_unknown(unknown)
+        return sample_clips(self, n, generator, base_noise=base_noise, residual_noise=residual_noise,
+                            base_seed=base_seed, residual_seed=residual_seed, labels=labels,
+                            guidance_scale=guidance_scale, sampler=sampler, steps=steps, eta=eta, batch_size=batch_size)
+
+    @torch.no_grad()
+    def sample_long(self, n: int, length: int, generator: Optional[torch.Generator] = None, *,
+                    overlap: Optional[int] = None, **controls) -> torch.Tensor:
+        """uint8 clips ``[n, length, C, H, W]`` by the replacement method with a fixed base noise (Sec. 4.6);
+        ``overlap`` defaults to ``N // 2 + 1`` (the known frames must include the keyframe to condition)."""
+        from vfbench.generators.videofusion_sampling import sample_long_clips
+
+        _refuse_unknown({k: v for k, v in controls.items() if k not in SAMPLE_CONTROLS})
+        return sample_long_clips(self, n, length, generator, overlap=overlap, **controls)
+
+
+SAMPLE_CONTROLS = ("base_noise", "residual_noise", "base_seed", "residual_seed", "labels", "guidance_scale",
+                   "sampler", "steps", "eta", "batch_size")
+
+
+def _refuse_unknown(unknown: Mapping[str, Any]) -> None:
+    if unknown:
+        raise UsageError(did_you_mean("VideoFusion sampling control", sorted(unknown)[0], SAMPLE_CONTROLS))
+
+
+__all__ = ["VideoFusion", "VideoFusionConfig", "MODES", "SAMPLERS", "NOISE_SHARING", "SAMPLE_CONTROLS"]

@@ -1,0 +1,184 @@
+"""The I3D feature extractor of FVD and KVD: uint8 clips -> 400 time-averaged Kinetics logits.
+
+Presets (spec/metrics.md; every one recorded in ``describe()``):
+
+* ``reference`` (default) -- the google-research ``frechet_video_distance`` preprocessing: every
+  frame stretched to 224x224 by TF1 legacy bilinear resize in float32 on the uint8 values, then
+  ``2x/255 - 1``; TF-Hub I3D with BatchNorm eps 1e-3.
+* ``stylegan-v`` -- the same network and preprocessing (StyleGAN-V's I3D is the TF-Hub model); its
+  protocol differs downstream: biased covariance, float->uint8 by rounding, the first N videos of
+  the dataset with one random window each. Recorded so the statistics stage can honour it.
+* ``tats`` -- the VideoGPT/TATS port: BatchNorm eps 1e-5 and torch ``F.interpolate`` bilinear
+  (align_corners=False, i.e. half-pixel centres) on the float 0..255 values, then ``2x/255 - 1``
+  (TATS ``preprocess_i3d``); downstream: float->uint8 by truncation (``.byte()``), random 16-frame
+  windows of the shuffled training set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Dict
+
+import numpy as np
+
+from vfbench.errors import UnknownNameError, UsageError, check_positive
+from vfbench.metrics.base import FeatureExtractor
+from vfbench.registry import EXTRACTORS
+
+#: Bump when anything that changes the features changes (it is part of cache keys via describe()).
+VERSION = 1
+SIZE = 224
+
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "reference": {
+        "bn_eps": 1e-3,
+        "resize": "tf1-legacy-bilinear",
+        "description": "google-research frechet_video_distance / TF-Hub deepmind/i3d-kinetics-400/1",
+        "resize_detail": "stretch every frame to 224x224, TF1 resize_bilinear (align_corners=False,"
+                         " half_pixel_centers=False) in float32 on the uint8 values",
+        "covariance": "unbiased (N-1)",
+        "quantisation": "uint8 clips as given (generators round)",
+        "real_clips": "protocol-defined",
+    },
+    "stylegan-v": {
+        "bn_eps": 1e-3,
+        "resize": "tf1-legacy-bilinear",
+        "description": "StyleGAN-V fvd2048_16f (TF-Hub I3D weights, same network and resize)",
+        "resize_detail": "stretch every frame to 224x224, TF1 resize_bilinear (align_corners=False,"
+                         " half_pixel_centers=False) in float32 on the uint8 values",
+        "covariance": "biased (N)",
+        "quantisation": "float -> uint8 by rounding",
+        "real_clips": "the first N videos of the dataset, one random 16-frame window each",
+    },
+    "tats": {
+        "bn_eps": 1e-5,
+        "resize": "torch-bilinear",
+        "description": "VideoGPT/TATS pytorch-i3d port (BatchNorm eps 1e-5, torch bilinear resize)",
+        "resize_detail": "stretch every frame to 224x224, torch F.interpolate bilinear"
+                         " (align_corners=False, half-pixel centres) on float 0..255",
+        "covariance": "unbiased (N-1)",
+        "quantisation": "float -> uint8 by truncation (.byte())",
+        "real_clips": "random 16-frame windows of the shuffled training set",
+    },
+}
+
+
+def preprocess(clips, resize: str = "tf1-legacy-bilinear"):
+    """uint8 ``[B, T, C, H, W]`` -> float32 ``[B, 3, T, 224, 224]`` in [-1, 1] (the I3D input)."""
+    import torch
+    import torch.nn.functional as F
+
+    from vfbench.metrics.tf_resize import resize_bilinear_tf1
+
+    x = torch.as_tensor(clips)
+    b, t, c, h, w = x.shape
+    frames = x.reshape(b * t, c, h, w)
+    if (h, w) == (SIZE, SIZE):
+        frames = frames.to(torch.float32)  # both resizes are the identity at the input size
+    elif resize == "tf1-legacy-bilinear":
+        frames = resize_bilinear_tf1(frames, (SIZE, SIZE))
+    elif resize == "torch-bilinear":
+        frames = F.interpolate(frames.to(torch.float32), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    else:
+        raise UsageError(f"unknown I3D resize {resize!r}: use tf1-legacy-bilinear or torch-bilinear")
+    video = frames.reshape(b, t, c, SIZE, SIZE).permute(0, 2, 1, 3, 4)
+    return (2.0 * video / 255.0 - 1.0).contiguous()  # the reference's `2. * x / 255. - 1`
+
+
+@contextlib.contextmanager
+def _strict_fp32():
+    """Disable TF32 convolutions/matmuls (on by default for cuDNN on Ampere+): the reference is fp32."""
+    import torch
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@EXTRACTORS.register("i3d", description="I3D Kinetics-400 logits (TF-Hub FVD/KVD network), presets"
+                                        " reference | stylegan-v | tats")
+class I3DExtractor(FeatureExtractor):
+    """FVD/KVD features: 400 pre-softmax I3D logits averaged over time, float64.
+
+    ``weights``: a file for ``load_i3d_weights`` (None: the cached reference weights, fetched on
+    first use unless ``offline``). ``preset``: one of ``PRESETS``. ``progress``: where fetch messages
+    go (default stderr; None silences them).
+    """
+
+    name = "i3d"
+    outputs = ("features",)
+    min_frames = 9
+    feature_dim = 400
+
+    def __init__(self, weights=None, preset: str = "reference", device: str = "cpu", batch_size: int = 8,
+                 offline: bool = False, progress="stderr"):
+        import torch
+
+        from vfbench.metrics.i3d import I3D
+        from vfbench.metrics.i3d_weights import fetch_i3d, load_i3d_weights, to_stderr
+
+        if preset not in PRESETS:
+            raise UnknownNameError("I3D preset", preset, PRESETS)
+        check_positive("--batch-size", batch_size)
+        self.preset, self.batch_size = preset, int(batch_size)
+        self.config = PRESETS[preset]
+        try:
+            self.device = torch.device(device)
+        except (RuntimeError, TypeError) as exc:
+            raise UsageError(f"--device {device!r} is not a torch device ({exc}); use cpu, cuda or cuda:N") from None
+        if weights is None:
+            weights = fetch_i3d(offline=offline, progress=to_stderr if progress == "stderr" else progress)
+        self.weights = load_i3d_weights(weights)
+        self.net = I3D(bn_eps=self.config["bn_eps"], bn_scale=self.weights.bn_scale)
+        self.net.load_state_dict(self.weights.state)
+        try:
+            self.net.to(self.device).eval()
+        except (RuntimeError, AssertionError) as exc:
+            raise UsageError(f"--device {device} is not usable here ({exc}); use --device cpu") from None
+        self.weights.state = {}  # the network holds the tensors now
+
+    def extract(self, clips) -> Dict[str, np.ndarray]:
+        import torch
+
+        from vfbench.clips import check_clips
+
+        check_clips(clips, min_frames=self.min_frames)
+        clips = torch.as_tensor(clips)
+        out = []
+        with torch.inference_mode(), _strict_fp32():
+            for start in range(0, clips.shape[0], self.batch_size):
+                x = preprocess(clips[start:start + self.batch_size], self.config["resize"])
+                out.append(self.net(x.to(self.device)).to("cpu", torch.float64))
+        return {"features": torch.cat(out).numpy()}
+
+    def describe(self) -> Dict[str, Any]:
+        from vfbench.metrics.i3d import MIN_FRAMES
+
+        w = self.weights
+        return {
+            "name": self.name,
+            "version": VERSION,
+            "preset": self.preset,
+            "preset_description": self.config["description"],
+            "network": "I3D Inception-v1 inflated, Kinetics-400 (TF-Hub deepmind/i3d-kinetics-400/1 graph)",
+            "embedding": "400 pre-softmax logits averaged over time",
+            "feature_dim": self.feature_dim,
+            "bn_eps": self.config["bn_eps"],
+            "resize": self.config["resize"],
+            "resize_detail": self.config["resize_detail"],
+            "input": "uint8 [B, T, 3, H, W] -> [-1, 1] via 2x/255 - 1 after resize",
+            "min_frames": MIN_FRAMES,
+            "covariance": self.config["covariance"],
+            "quantisation": self.config["quantisation"],
+            "real_clips": self.config["real_clips"],
+            "weights": w.path.name,
+            "weights_format": w.format,
+            "weights_sha256": w.sha256,
+            "weights_content_sha256": w.content_sha256,
+            "weights_reproduce_reference": w.reproduces_reference,
+            "weights_notes": list(w.notes),
+            "precision": "fp32",
+        }

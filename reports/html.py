@@ -1,0 +1,477 @@
+"""``vfbench report``: one self-contained HTML file describing everything in a results directory.
+
+Self-contained means: inline CSS, no JavaScript, every image (plots as PNG, samples as GIF) a
+base64 ``data:`` URI, and a Content-Security-Policy that forbids fetching anything, so the file
+can be mailed, archived or opened offline and shows the same thing. Every string that comes from
+the user or from files (run names, config values, metric names, notes) is HTML-escaped.
+
+Sections: provenance of the report, runs (generator, dataset, steps, final loss, git commit,
+version, config hash), result records (value, std, confidence interval, sample counts, extractor),
+ablation / comparison tables beside the papers' published values, plots (training loss, metric vs
+lambda, efficiency benchmark), sample GIFs per run, and VideoFusion's content/motion control grid.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from vfbench.atomic import atomic_write_bytes, atomic_write_text, read_json
+from vfbench.config import config_hash
+from vfbench.errors import VfbenchError
+from vfbench.pipeline import PLAN_FILE, latest_record, trained_step
+from vfbench.results import ResultsStore
+
+GRID_ROWS, GRID_COLS = 3, 4     # control grid: rows share base noise, columns share residual noise
+PREVIEW_CLIPS = 8
+CACHE_DIR = "report"            # per-run cache of rendered GIFs (runs/<run>/report/)
+
+
+def e(x: Any) -> str:
+    """HTML-escape anything shown in the report (quotes too: values also land in attributes)."""
+    return html.escape("" if x is None else str(x), quote=True)
+
+
+def data_uri(mime: str, data: bytes) -> str:
+    return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def img(mime: str, data: bytes, alt: str, cls: str = "") -> str:
+    c = f' class="{e(cls)}"' if cls else ""
+    return f'<img{c} alt="{e(alt)}" src="{data_uri(mime, data)}">'
+
+
+# -- collecting -----------------------------------------------------------------------------------
+@dataclass
+class RunInfo:
+    name: str
+    dir: Path
+    config: Dict[str, Any]
+    plan: Dict[str, Any]
+    step: int
+    summary: Dict[str, Any]
+    provenance: Dict[str, Any]
+    preview: Optional[bytes] = None
+    preview_note: str = ""
+    control: Optional[bytes] = None
+    control_note: str = ""
+    disentangle: List[Dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def generator(self) -> str:
+        return str(self.config.get("generator", "?"))
+
+    @property
+    def dataset(self) -> str:
+        ds = self.config.get("dataset")
+        return str(ds.get("name", "?")) if isinstance(ds, dict) else str(ds or "?")
+
+    @property
+    def is_base_pretraining(self) -> bool:
+        return self.plan.get("group") == "pretrain" or self.name.startswith("pretrained-base-")
+
+
+def _read_json_or_empty(path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        obj = read_json(path)
+    except VfbenchError as exc:
+        warnings.warn(str(exc))
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _sample_sets(run_dir: Path) -> List[Path]:
+    """Complete sample sets of a run, newest first."""
+    root = run_dir / "samples"
+    if not root.is_dir():
+        return []
+    sets = []
+    for d in root.iterdir():
+        m = _read_json_or_empty(d / "manifest.json")
+        if d.is_dir() and m.get("complete"):
+            sets.append(d)
+    return sorted(sets, key=lambda d: (d.stat().st_mtime, d.name), reverse=True)
+
+
+def _load_preview_clips(samples_dir: Path, n: int):
+    """Up to ``n`` uint8 clips from a sample set's shards (plain .npy, never pickles)."""
+    import numpy as np
+
+    out, have = [], 0
+    for shard in sorted(samples_dir.glob("shard-*.npy")):
+        arr = np.load(shard, mmap_mode="r", allow_pickle=False)
+        if arr.dtype != np.uint8 or arr.ndim != 5:
+            raise VfbenchError(f"sample shard {shard} is not uint8 [n, T, C, H, W]")
+        out.append(np.asarray(arr[: n - have]))
+        have += len(out[-1])
+        if have >= n:
+            break
+    return np.concatenate(out) if out else None
+
+
+def _render_gif(clips, path: Path) -> bytes:
+    """A GIF grid of ``clips`` written to ``path`` (the sampling subsystem's writer when present)."""
+    try:
+        from vfbench.sampling import write_gif_grid
+    except ImportError:
+        write_gif_grid = None
+    if write_gif_grid is not None:
+        write_gif_grid(clips, path, fps=8)
+        return path.read_bytes()
+    from vfbench.reports.plots import gif_grid
+
+    cols = min(4, len(clips))
+    rows = len(clips) // cols
+    data = gif_grid(clips[: rows * cols], rows, cols)
+    atomic_write_bytes(path, data)
+    return data
+
+
+def preview_gif(run: RunInfo) -> None:
+    for sdir in _sample_sets(run.dir):
+        gif = sdir / "preview.gif"
+        if gif.is_file():
+            run.preview, run.preview_note = gif.read_bytes(), f"samples/{sdir.name}"
+            return
+        cached = run.dir / CACHE_DIR / f"preview-{sdir.name}.gif"
+        if cached.is_file():
+            run.preview, run.preview_note = cached.read_bytes(), f"samples/{sdir.name}"
+            return
+        try:
+            clips = _load_preview_clips(sdir, PREVIEW_CLIPS)
+            if clips is None:
+                continue
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            run.preview, run.preview_note = _render_gif(clips, cached), f"samples/{sdir.name}"
+            return
+        except (OSError, ValueError, VfbenchError) as exc:
+            run.preview_note = f"could not render samples/{sdir.name}: {exc}"
+    if not run.preview_note:
+        run.preview_note = "no complete sample set yet (vfbench sample RUN)"
+
+
+def control_grid_clips(generator, rows: int = GRID_ROWS, cols: int = GRID_COLS, seed: int = 0):
+    """VideoFusion clips on a rows x cols grid: clip (r, c) has base noise b_r and residual noise r_c.
+
+    Rows share content (same base noise), columns share motion (same residual noise), the
+    paper's Sec. 3.5 / 4.7 control. The noises are drawn from explicit generators and passed to
+    the sampler, so the grid is reproducible.
+    """
+    import torch
+
+    cfg = generator.config
+    frame = (cfg.channels, cfg.size, cfg.size)
+    gb = torch.Generator().manual_seed(seed)
+    gr = torch.Generator().manual_seed(seed + 1)
+    base = torch.randn((rows, *frame), generator=gb)
+    resid = torch.randn((cols, cfg.frames, *frame), generator=gr)
+    base_noise = base.repeat_interleave(cols, dim=0)           # [rows*cols, C, H, W], row-major
+    residual_noise = resid.repeat(rows, 1, 1, 1, 1)            # [rows*cols, N, C, H, W]
+    return generator.sample(rows * cols, generator=torch.Generator().manual_seed(seed),
+                            base_noise=base_noise, residual_noise=residual_noise)
+
+
+def control_grid(run: RunInfo, enabled: bool) -> None:
+    if run.generator != "videofusion" or run.is_base_pretraining or run.step <= 0:
+        return
+    cached = run.dir / CACHE_DIR / f"control-grid-step{run.step}.gif"
+    if cached.is_file():
+        run.control = cached.read_bytes()
+        return
+    if not enabled:
+        run.control_note = "not rendered (--no-control-grid)"
+        return
+    try:
+        from vfbench.runs import load_run
+
+        gen, _cfg = load_run(run.dir, ema=True)
+        clips = control_grid_clips(gen).numpy()
+        try:
+            from vfbench.sampling import write_gif_grid
+        except ImportError:
+            write_gif_grid = None
+        if write_gif_grid is not None:  # the shared writer (enlarges tiny tiles), rows of GRID_COLS
+            write_gif_grid(clips, cached, fps=8, cols=GRID_COLS)
+            run.control = cached.read_bytes()
+        else:
+            from vfbench.reports.plots import gif_grid
+
+            run.control = gif_grid(clips, GRID_ROWS, GRID_COLS)
+            atomic_write_bytes(cached, run.control)
+    except ImportError as exc:
+        run.control_note = f"not rendered: {exc}"
+    except VfbenchError as exc:
+        run.control_note = f"not rendered: {exc}"
+
+
+def collect_runs(store: ResultsStore, records: Sequence[Dict[str, Any]], control: bool,
+                 log: Callable[[str], None]) -> List[RunInfo]:
+    runs = []
+    by_run: Dict[str, List[Dict[str, Any]]] = {}
+    for r in records:
+        by_run.setdefault(str(r.get("run")), []).append(r)
+    for run_dir in store.iter_runs():
+        cfg = _read_json_or_empty(run_dir / "config.json")
+        plan = _read_json_or_empty(run_dir / PLAN_FILE).get("plan", {})
+        recs = by_run.get(run_dir.name, [])
+        prov = cfg.get("provenance") if isinstance(cfg.get("provenance"), dict) else None
+        if prov is None and recs:
+            prov = latest_record(recs).get("provenance") or {}
+        run = RunInfo(run_dir.name, run_dir, cfg, plan if isinstance(plan, dict) else {}, trained_step(run_dir),
+                      _read_json_or_empty(run_dir / "summary.json"), prov or {})
+        run.disentangle = [r for r in recs if "disentangl" in str(r.get("metric", "")).lower()]
+        preview_gif(run)
+        if run.generator == "videofusion" and not run.is_base_pretraining and control:
+            log(f"report: content/motion grid for {run.name}")
+        control_grid(run, control)
+        runs.append(run)
+    return runs
+
+
+def latest_records(records: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One record per (run, metric, protocol): the newest (re-evaluations supersede)."""
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((str(r.get("run")), str(r.get("metric")), str(r.get("protocol"))), []).append(r)
+    return [latest_record(groups[k]) for k in sorted(groups)]
+
+
+def collect_tables(store: ResultsStore, records: Sequence[Dict[str, Any]]):
+    from vfbench.reports.tables import Table, table_from_recipe
+
+    out = []
+    tdir = store.root / "tables"
+    for p in sorted(tdir.glob("*.json")) if tdir.is_dir() else ():
+        doc = _read_json_or_empty(p)
+        if doc.get("format") != "vfbench-table-v1":
+            continue
+        try:
+            out.append(table_from_recipe(doc["recipe"], records))
+        except (VfbenchError, KeyError, TypeError, ValueError) as exc:
+            try:  # the saved table, if the recipe no longer rebuilds (e.g. a renamed spec)
+                out.append(Table.from_json(doc["table"]))
+            except (KeyError, TypeError, ValueError):
+                warnings.warn(f"table {p} could not be read ({exc}); skipping it")
+    return out
+
+
+def collect_bench(store: ResultsStore) -> List[tuple]:
+    bdir = store.root / "bench"
+    out = []
+    for p in sorted(bdir.glob("*.json")) if bdir.is_dir() else ():
+        try:
+            out.append((p.name, json.loads(p.read_text(encoding="utf-8"))))
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"benchmark file {p} is not valid JSON ({exc}); skipping it")
+    return out
+
+
+# -- rendering ------------------------------------------------------------------------------------
+CSS = """
+body{font-family:-apple-system,'Segoe UI',Roboto,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1240px;
+color:#1d2329;line-height:1.45;padding:0 16px}
+h1{font-size:1.6em;margin-bottom:0}h2{border-bottom:2px solid #dfe3e8;padding-bottom:4px;margin-top:2em}
+h3{font-size:1.05em;margin-top:1.6em}
+table{border-collapse:collapse;margin:8px 0 4px;font-size:13px}
+th,td{border:1px solid #d0d7de;padding:4px 8px;text-align:right;vertical-align:top}
+th{background:#f3f5f7}td.l,th.l{text-align:left}
+th.paper,td.paper{background:#fff6e0;color:#5c4400;font-style:italic}
+.muted{color:#65707b;font-size:12px}.notes{font-size:12.5px;color:#3b4650;max-width:1100px}
+code{background:#f3f5f7;padding:1px 4px;border-radius:3px;font-size:12px}
+.cards{display:flex;flex-wrap:wrap;gap:16px}.card{border:1px solid #d0d7de;border-radius:6px;padding:8px;
+max-width:560px}.card img{image-rendering:pixelated;max-width:100%}
+img.plot{max-width:100%;border:1px solid #eef0f2}
+.warn{background:#fdecea;border-left:4px solid #d93025;padding:6px 10px;font-size:13px}
+"""
+
+
+def _fmt(v: Any) -> str:
+    from vfbench.reports.tables import fmt
+
+    if v is None:
+        return "—"
+    try:
+        return fmt(float(v))
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def _runs_table(runs: Sequence[RunInfo]) -> str:
+    head = ("run", "generator", "dataset", "table row", "steps", "final loss", "params", "vfbench", "git commit",
+            "config hash")
+    rows = []
+    for r in runs:
+        cfg_core = {k: r.config[k] for k in ("generator", "generator_config", "dataset", "train") if k in r.config}
+        variant = " / ".join(x for x in (r.plan.get("group"), r.plan.get("variant")) if x)
+        target = r.plan.get("steps")
+        steps = f"{r.step}" + (f" / {target}" if target and int(target) != r.step else "")
+        commit = str(r.provenance.get("git_commit", "—"))
+        rows.append("<tr>" + "".join([
+            f'<td class="l"><code>{e(r.name)}</code></td>', f'<td class="l">{e(r.generator)}</td>',
+            f'<td class="l">{e(r.dataset)}</td>', f'<td class="l">{e(variant or "—")}</td>', f"<td>{e(steps)}</td>",
+            f"<td>{e(_fmt(r.summary.get('final_loss')))}</td>",
+            f"<td>{e(_params(r.summary.get('num_params')))}</td>",
+            f'<td class="l">{e(r.provenance.get("vfbench_version", "—"))}</td>',
+            f'<td class="l"><code>{e(commit[:12] + ("+dirty" if commit.endswith("+dirty") else ""))}</code></td>',
+            f'<td class="l"><code>{e(config_hash(cfg_core) if cfg_core else "—")}</code></td>']) + "</tr>")
+    return _table(head, rows) if rows else '<p class="muted">No runs yet: <code>vfbench demo</code> makes some.</p>'
+
+
+def _params(n: Any) -> str:
+    if not isinstance(n, (int, float)):
+        return "—"
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{int(n):,}"
+
+
+def _table(head: Sequence[str], rows: Sequence[str], left: int = 1, paper_from: Optional[int] = None) -> str:
+    ths = []
+    for i, h in enumerate(head):
+        cls = "l" if i < left else ("paper" if paper_from is not None and i >= paper_from else "")
+        ths.append(f'<th class="{cls}">{e(h)}</th>' if cls else f"<th>{e(h)}</th>")
+    return "<table><thead><tr>" + "".join(ths) + "</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table>"
+
+
+def _records_table(records: Sequence[Dict[str, Any]]) -> str:
+    from vfbench.reports.tables import extractor_name
+
+    if not records:
+        return '<p class="muted">No result records yet: <code>vfbench evaluate --all</code> writes them.</p>'
+    head = ("run", "metric", "protocol", "value", "std", "95% CI", "trials", "real", "generated", "extractor",
+            "sample set", "created")
+    rows = []
+    for r in records:
+        ci = "—" if r.get("ci_low") is None else f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]"
+        hib = r.get("higher_is_better")
+        arrow = "" if hib is None else (" ↑" if hib else " ↓")
+        created = str((r.get("provenance") or {}).get("created", "—"))
+        rows.append("<tr>" + "".join([
+            f'<td class="l"><code>{e(r.get("run"))}</code></td>', f'<td class="l">{e(r.get("metric"))}{e(arrow)}</td>',
+            f'<td class="l">{e(r.get("protocol"))}</td>', f"<td>{e(_fmt(r.get('value')))}</td>",
+            f"<td>{e(_fmt(r.get('std')))}</td>", f"<td>{e(ci)}</td>", f"<td>{e(r.get('trials', '—'))}</td>",
+            f"<td>{e(r.get('num_real', '—'))}</td>", f"<td>{e(r.get('num_fake', '—'))}</td>",
+            f'<td class="l">{e(extractor_name(r))}</td>',
+            f'<td class="l">{e(Path(str(r.get("samples_dir") or "—")).name)}</td>',
+            f'<td class="l muted">{e(created)}</td>']) + "</tr>")
+    return _table(head, rows, left=3)
+
+
+def _ablation_table(t) -> str:
+    head = ["variant"] + [t.metric_header(m) for m in t.metrics] + ["seeds"] + t.paper_headers()
+    paper_from = 2 + len(t.metrics)
+    rows = []
+    for i, label in enumerate(t.variants):
+        seeds = max((c.n for c in t.cells[i]), default=0)
+        tds = [f'<td class="l">{e(label)}<br><span class="muted">{e(", ".join(t.runs[i]))}</span></td>']
+        for c in t.cells[i]:
+            ci = "" if c.ci_low is None else f'<br><span class="muted">CI [{e(_fmt(c.ci_low))}, {e(_fmt(c.ci_high))}]</span>'
+            nn = f' <span class="muted">(n={c.n})</span>' if 0 < c.n < seeds else ""
+            tds.append(f"<td>{e(c.text())}{nn}{ci}</td>")
+        tds.append(f"<td>{seeds}</td>")
+        tds += [f'<td class="paper">{"—" if v is None else e(f"{v:g}")}</td>' for v in t.paper_values[i]]
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    notes = "".join(f"<li>{e(n)}</li>" for n in t.notes)
+    legend = ('<p class="muted">Shaded italic columns are the published values (not measured here).</p>'
+              if t.paper_columns else "")
+    return (f"<h3>{e(t.title)}</h3>" + _table(head, rows, paper_from=paper_from) + legend
+            + (f'<ul class="notes">{notes}</ul>' if notes else ""))
+
+
+def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[str, Any]], tables,
+           bench: Sequence[tuple], title: str) -> str:
+    from vfbench.provenance import provenance
+    from vfbench.reports import plots
+
+    prov = provenance()
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        # Nothing may be fetched: data: images and the inline style only.
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:;"
+        " style-src 'unsafe-inline'\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        f'<p class="muted">results directory <code>{e(store.root)}</code> · generated {e(now)} · vfbench'
+        f' {e(prov.get("vfbench_version"))} · git <code>{e(prov.get("git_commit"))}</code> · torch'
+        f' {e(prov.get("torch", "?"))} · {e(prov.get("platform"))}</p>',
+        '<p class="muted">Sections: <a href="#runs">runs</a> · <a href="#results">results</a> ·'
+        ' <a href="#tables">tables</a> · <a href="#plots">plots</a> · <a href="#samples">samples</a> ·'
+        ' <a href="#control">content/motion control</a></p>',
+    ]
+    if any(str(r.get("protocol")) == "mini" for r in records):
+        parts.append('<p class="warn">Records marked <b>mini</b> use the CPU-scale protocol (fewer clips; the'
+                     " built-in extractor on <code>shapes</code>): they are not comparable to published numbers.</p>")
+
+    parts += ['<h2 id="runs">Runs</h2>', _runs_table(runs)]
+    parts += ['<h2 id="results">Result records</h2>',
+              '<p class="muted">Newest record per (run, metric, protocol). std: over the metric\'s trials'
+              " (or IS splits); CI: bootstrap interval where computed.</p>", _records_table(records)]
+
+    parts.append('<h2 id="tables">Ablations and comparisons</h2>')
+    parts += [_ablation_table(t) for t in tables] or [
+        '<p class="muted">No tables yet: <code>vfbench ablate lambda</code>, <code>vfbench compare</code>.</p>']
+
+    parts.append('<h2 id="plots">Plots</h2>')
+    for t in tables:
+        png = plots.metric_vs_x(t)
+        if png:
+            parts += [f"<h3>{e(t.title)}: metrics vs {e(t.x_label)}</h3>", img("image/png", png, f"{t.name} plot", "plot")]
+    logs = [(r.name, r.dir / "log.csv") for r in runs if (r.dir / "log.csv").is_file()]
+    png = plots.loss_curves(logs)
+    parts += (["<h3>Training loss</h3>", img("image/png", png, "training loss curves", "plot")] if png else
+              ['<p class="muted">No training logs yet.</p>'])
+    for name, doc in bench:
+        png = plots.efficiency_bars(doc, name)
+        if png:
+            parts += [f"<h3>Efficiency benchmark ({e(name)})</h3>", img("image/png", png, f"benchmark {name}", "plot")]
+
+    parts.append('<h2 id="samples">Samples</h2><div class="cards">')
+    for r in runs:
+        if r.is_base_pretraining:
+            continue
+        body = img("image/gif", r.preview, f"samples of {r.name}") if r.preview else f'<p class="muted">{e(r.preview_note)}</p>'
+        parts.append(f'<div class="card"><b><code>{e(r.name)}</code></b> <span class="muted">{e(r.generator)}'
+                     f" · step {r.step} · {e(r.preview_note if r.preview else '')}</span><br>{body}</div>")
+    parts.append("</div>")
+
+    parts.append('<h2 id="control">VideoFusion content / motion control</h2>'
+                 '<p class="muted">Rows share the base noise (content), columns share the residual noise'
+                 " (motion); sampled from each run's EMA weights with fixed seeds.</p><div class=\"cards\">")
+    any_vf = False
+    for r in runs:
+        if r.generator != "videofusion" or r.is_base_pretraining:
+            continue
+        any_vf = True
+        score = "".join(f"<br>{e(d.get('metric'))}: <b>{e(_fmt(d.get('value')))}</b>" for d in r.disentangle)
+        body = img("image/gif", r.control, f"control grid of {r.name}") if r.control else f'<p class="muted">{e(r.control_note or "not available")}</p>'
+        parts.append(f'<div class="card"><b><code>{e(r.name)}</code></b> <span class="muted">step {r.step}</span>'
+                     f"{score}<br>{body}</div>")
+    if not any_vf:
+        parts.append('<p class="muted">No VideoFusion runs.</p>')
+    parts.append("</div></body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def build_report(store: ResultsStore, *, title: str = "vfbench report", control_grid: bool = True,
+                 log: Callable[[str], None] = lambda s: None) -> str:
+    all_records = list(store.iter_records())
+    records = latest_records(all_records)
+    runs = collect_runs(store, records, control_grid, log)
+    tables = collect_tables(store, all_records)
+    return render(store, runs, records, tables, collect_bench(store), title)
+
+
+def write_report(store: ResultsStore, out: Optional[Path] = None, **kwargs) -> Path:
+    """Render the report of ``store`` to ``out`` (default ``<results>/reports/report.html``)."""
+    text = build_report(store, **kwargs)
+    path = Path(out) if out else store.reports_dir / "report.html"
+    atomic_write_text(path, text)
+    return path

@@ -1,0 +1,185 @@
+"""Matplotlib figures for reports, returned as PNG bytes (embedded as data URIs, never linked).
+
+Figures are built on ``matplotlib.figure.Figure`` directly (no pyplot global state, no display
+needed) and saved without timestamps in their metadata, so the same inputs give the same bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+_COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+           "#7f7f7f", "#bcbd22")
+
+
+def _text(s: Any) -> str:
+    # "$" would switch matplotlib to mathtext (and can raise on odd input): show it literally.
+    return str(s).replace("$", r"\$")
+
+
+def _png(fig) -> bytes:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def read_log(path: Path) -> Tuple[List[float], List[float]]:
+    """(steps, losses) from a run's ``log.csv``; rows that do not parse (a torn last line) are skipped."""
+    steps, losses = [], []
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    s, v = float(row["step"]), float(row["loss"])
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if math.isfinite(v):
+                    steps.append(s)
+                    losses.append(v)
+    except OSError:
+        pass
+    return steps, losses
+
+
+def loss_curves(logs: Sequence[Tuple[str, Path]], title: str = "training loss") -> Optional[bytes]:
+    """One line per run (log-scale loss); None when no run has a usable log."""
+    from matplotlib.figure import Figure
+
+    series = [(name, *read_log(p)) for name, p in logs]
+    series = [s for s in series if s[1]]
+    if not series:
+        return None
+    fig = Figure(figsize=(8, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (name, steps, losses) in enumerate(series):
+        # a short run logs a handful of points: show them as markers, not an invisible line
+        ax.plot(steps, losses, label=_text(name), color=_COLORS[i % len(_COLORS)], linewidth=1.2,
+                marker="o" if len(steps) < 20 else None, markersize=3)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    if all(v > 0 for _, _, ls in series for v in ls):
+        ax.set_yscale("log")
+    ax.set_title(_text(title))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
+    return _png(fig)
+
+
+def metric_vs_x(table) -> Optional[bytes]:
+    """Each measured metric against the table's numeric axis (lambda) with std error bars; the
+    published values, where the paper has them, on a separate right-hand axis (other scale)."""
+    from matplotlib.figure import Figure
+
+    if not table.x_label or not any(x is not None for x in table.xs):
+        return None
+    order = sorted((i for i, x in enumerate(table.xs) if x is not None), key=lambda i: table.xs[i])
+    fig = Figure(figsize=(4.2 * max(1, len(table.metrics)), 3.6))
+    drew = False
+    for j, m in enumerate(table.metrics):
+        ax = fig.add_subplot(1, len(table.metrics), j + 1)
+        pts = [(table.xs[i], table.cells[i][j]) for i in order if table.cells[i][j].mean is not None]
+        if pts:
+            drew = True
+            ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts],
+                        yerr=[p[1].std or 0.0 for p in pts], marker="o", capsize=4, color=_COLORS[0],
+                        label="measured")
+        ax.set_xlabel(_text(table.x_label))
+        ax.set_title(_text(table.metric_header(m)), fontsize=9)
+        ax.grid(alpha=0.3)
+        kind = m.lower()[:3] if m.lower().startswith(("fvd", "kvd")) else ("is" if m.lower().startswith("is") else "")
+        cols = [c for c, (k, _d, _r) in enumerate(table.paper_columns) if k.lower() == kind]
+        if cols:
+            c = cols[0]
+            paper = [(table.xs[i], table.paper_values[i][c]) for i in order if table.paper_values[i][c] is not None]
+            if paper:
+                ax2 = ax.twinx()
+                ax2.plot([p[0] for p in paper], [p[1] for p in paper], linestyle="--", marker="s",
+                         color=_COLORS[1], label="paper")
+                ax2.set_ylabel(_text(table.paper_headers()[c]), fontsize=7, color=_COLORS[1])
+                ax2.tick_params(axis="y", colors=_COLORS[1], labelsize=7)
+                handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+                ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="best")
+    if not drew:
+        return None
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _bench_rows(doc: Any) -> List[Dict[str, Any]]:
+    """Rows of a ``results/bench/*.json`` document: a list of dicts, or one under a list-valued key."""
+    if isinstance(doc, list):
+        return [r for r in doc if isinstance(r, dict)]
+    if isinstance(doc, dict):
+        for key in ("rows", "results", "generators", "entries"):
+            if isinstance(doc.get(key), list):
+                return [r for r in doc[key] if isinstance(r, dict)]
+        if all(isinstance(v, dict) for v in doc.values()) and doc:
+            return [{"name": k, **v} for k, v in doc.items()]
+    return []
+
+
+def bench_series(doc: Any) -> Tuple[List[str], Dict[str, List[Optional[float]]]]:
+    """(row labels, {numeric field: values}) of an efficiency benchmark document."""
+    rows = _bench_rows(doc)
+    labels = [str(r.get("generator") or r.get("method") or r.get("name") or f"row {i}") for i, r in enumerate(rows)]
+    fields: Dict[str, List[Optional[float]]] = {}
+    for key in ("memory_GB", "peak_memory_gb", "memory_gb", "latency_s", "latency_s_per_step",
+                "step_latency_s", "params", "num_params"):
+        vals = [r.get(key) for r in rows]
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            fields[key] = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in vals]
+    if not fields:  # any other numeric columns
+        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        for key in keys[:4]:
+            fields[key] = [float(r[key]) if isinstance(r.get(key), (int, float)) else None for r in rows]
+    return labels, fields
+
+
+def efficiency_bars(doc: Any, title: str) -> Optional[bytes]:
+    from matplotlib.figure import Figure
+
+    labels, fields = bench_series(doc)
+    if not labels or not fields:
+        return None
+    fig = Figure(figsize=(3.6 * len(fields), 3.4))
+    for j, (key, vals) in enumerate(fields.items()):
+        ax = fig.add_subplot(1, len(fields), j + 1)
+        xs = list(range(len(labels)))
+        ax.bar(xs, [v if v is not None else 0.0 for v in vals],
+               color=[_COLORS[i % len(_COLORS)] for i in xs])
+        ax.set_xticks(xs)
+        ax.set_xticklabels([_text(l) for l in labels], rotation=20, ha="right", fontsize=8)
+        ax.set_title(_text(key), fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(_text(title), fontsize=10)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def gif_grid(clips, rows: int, cols: int, fps: int = 8, pad: int = 2) -> bytes:
+    """An animated GIF of uint8 clips ``[rows*cols, T, C, H, W]`` laid out row-major on a grid."""
+    import numpy as np
+    from PIL import Image
+
+    clips = np.asarray(clips)
+    n, t, c, h, w = clips.shape
+    if n != rows * cols:
+        raise ValueError(f"gif_grid needs {rows * cols} clips, got {n}")
+    if c == 1:
+        clips = np.repeat(clips, 3, axis=2)
+    canvas = np.full((t, rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for k in range(n):
+        r, q = divmod(k, cols)
+        y, x = pad + r * (h + pad), pad + q * (w + pad)
+        canvas[:, y:y + h, x:x + w] = clips[k].transpose(0, 2, 3, 1)[..., :3]
+    frames = [Image.fromarray(f) for f in canvas]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    return buf.getvalue()

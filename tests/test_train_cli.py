@@ -1,0 +1,152 @@
+"""``vfbench train`` / ``pretrain base`` / ``sample`` end to end (in-process CLI calls)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vfbench.cli import main
+
+import test_trainer  # noqa: F401  (registers the toy generator "toy-test")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These tiny models gain nothing from intra-op threads, and on a busy shared CPU the extra
+    # threads make them several times slower; restore the setting for the other test modules.
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def run_cli(capsys, *argv):
+    with pytest.raises(SystemExit) as ei:
+        main(list(argv))
+    out = capsys.readouterr()
+    return ei.value.code, out.out.strip(), out.err
+
+
+def _have_videofusion_and_shapes() -> bool:
+    try:
+        import vfbench.data.shapes  # noqa: F401
+        import vfbench.generators.videofusion  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_train_resume_sample_toy(tmp_path, capsys):
+    res = str(tmp_path / "res")
+    common = ["train", "toy-test", "--dataset", "shapes", "--frames", "2", "--size", "8", "--batch-size", "2",
+              "--results", res, "--name", "toy", "--seed", "3", "--no-progress", "--device", "cpu"]
+    code, out, err = run_cli(capsys, *common, "--steps", "2")
+    assert code == 0, err
+    run_dir = Path(out.splitlines()[-1])
+    assert (run_dir / "checkpoints/step-0000002.pt").is_file()
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["generator"] == "toy-test" and cfg["train"]["steps"] == 2 and cfg["dataset"]["name"] == "shapes"
+
+    # the same command again is refused; with --resume and more steps it continues
+    code, _, err = run_cli(capsys, *common, "--steps", "2")
+    assert code == 2 and "--resume" in err
+    code, out, err = run_cli(capsys, *common, "--steps", "3", "--resume")
+    assert code == 0, err
+    assert json.loads((run_dir / "summary.json").read_text())["resumed_from"] == 2
+
+    code, out, err = run_cli(capsys, "sample", "toy", "--num", "3", "--batch-size", "2", "--seed", "1",
+                             "--results", res, "--tag", "t", "--no-progress", "--control", "steps=2")
+    assert code == 0, err
+    samples = Path(out.splitlines()[-1])
+    assert samples == run_dir / "samples" / "t"
+    assert (samples / "preview.gif").is_file()
+    m = json.loads((samples / "manifest.json").read_text())
+    assert m["complete"] and m["controls"] == {"steps": 2} and m["checkpoint_step"] == 3
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    res = str(tmp_path / "res")
+    code, _, err = run_cli(capsys, "train", "videofusio", "--results", res)
+    assert code == 2 and "did you mean 'videofusion'" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "train", "toy-test", "--steps", "0", "--results", res, "--frames", "2", "--size", "8")
+    assert code == 2 and "--steps" in err
+    code, _, err = run_cli(capsys, "train", "toy-test", "--lam", "0.5", "--results", res, "--frames", "2", "--size", "8")
+    assert code == 2 and "--lam applies to videofusion only" in err
+    code, _, err = run_cli(capsys, "sample", "nope", "--num", "2", "--results", res)
+    assert code == 2 and "unknown run 'nope'" in err
+
+
+def test_config_file_precedence(tmp_path, capsys):
+    res = str(tmp_path / "res")
+    conf = tmp_path / "c.yaml"
+    conf.write_text("train:\n  steps: 2\n  batch_size: 2\n  lr: 0.005\n  seed: 11\n"
+                    "generator:\n  width: 6\ndataset:\n  frames: 2\n  size: 8\n")
+    code, out, err = run_cli(capsys, "train", "toy-test", "--config", str(conf), "--lr", "0.002", "--results", res,
+                             "--name", "c", "--no-progress", "--device", "cpu")
+    assert code == 0, err
+    cfg = json.loads((Path(out.splitlines()[-1]) / "config.json").read_text())
+    assert cfg["train"]["lr"] == 0.002 and cfg["train"]["seed"] == 11 and cfg["train"]["steps"] == 2
+    assert cfg["generator_config"]["width"] == 6 and cfg["dataset"]["frames"] == 2
+    conf.write_text("trian:\n  steps: 2\n")
+    code, _, err = run_cli(capsys, "train", "toy-test", "--config", str(conf), "--results", res)
+    assert code == 2 and "trian" in err
+
+
+@pytest.mark.skipif(not _have_videofusion_and_shapes(), reason="VideoFusion or the shapes dataset not importable yet")
+def test_videofusion_tiny_pretrain_train_sample(tmp_path, capsys):
+    res = str(tmp_path / "res")
+    small = ["--dataset", "shapes", "--preset", "tiny", "--frames", "4", "--size", "8", "--batch-size", "2",
+             "--results", res, "--no-progress", "--device", "cpu"]
+    # a reusable pretrained base ...
+    code, out, err = run_cli(capsys, "pretrain", "base", *small, "--steps", "2", "--name", "b")
+    assert code == 0, err
+    artefact = Path(out.splitlines()[-1])
+    assert artefact.name == "base-pretrain.pt"
+    base = torch.load(artefact, weights_only=True)
+    assert base["step"] == 2 and base["format"] == "vfbench-base-v1"
+    # ... loaded into a joint run with --base-init (mode fixed: the base must stay as loaded)
+    code, out, err = run_cli(capsys, "train", "videofusion", *small, "--steps", "2", "--name", "vf",
+                             "--base-init", "b", "--mode", "fixed", "--lam", "0.5")
+    assert code == 0, err
+    run_dir = Path(out.splitlines()[-1])
+    ckpt = torch.load(run_dir / "checkpoints/step-0000002.pt", weights_only=True)
+    for k, v in base["state_dict"].items():
+        assert torch.equal(ckpt["model"][f"base.{k}"], v), k
+    cfg = json.loads((run_dir / "config.json").read_text())
+    assert cfg["generator_config"]["mode"] == "fixed" and cfg["extra"]["base_init"]["kind"] == "base-pretrain"
+
+    code, out, err = run_cli(capsys, "sample", "vf", "--num", "2", "--batch-size", "2", "--results", res,
+                             "--no-progress", "--control", "steps=2", "--tag", "s")
+    assert code == 0, err
+    from vfbench.sampling import load_samples
+
+    x = load_samples(Path(out.splitlines()[-1]))
+    assert x.dtype == np.uint8 and x.shape == (2, 4, 3, 8, 8)
+
+
+@pytest.mark.skipif(not _have_videofusion_and_shapes(), reason="VideoFusion or the shapes dataset not importable yet")
+def test_videofusion_pretrain_base_steps_in_train(tmp_path, capsys):
+    res = str(tmp_path / "res")
+    code, out, err = run_cli(capsys, "train", "videofusion", "--dataset", "shapes", "--preset", "tiny", "--frames", "4",
+                             "--size", "8", "--batch-size", "2", "--results", res, "--no-progress", "--device", "cpu",
+                             "--steps", "1", "--pretrain-base-steps", "1", "--name", "p")
+    assert code == 0, err
+    run_dir = Path(out.splitlines()[-1])
+    art = torch.load(run_dir / "base-pretrain.pt", weights_only=True)
+    pre = torch.load(run_dir / "pretrain/checkpoints/step-0000001.pt", weights_only=True)
+    # pretraining moved only the base; the residual kept its initialisation
+    from vfbench.runs import build_generator
+
+    cfg = json.loads((run_dir / "config.json").read_text())
+    init = build_generator("videofusion", cfg["generator_config"], seed=cfg["train"]["seed"]).state_dict()
+    residual = [k for k in init if k.startswith("residual.")]
+    base = [k for k in init if k.startswith("base.") and init[k].is_floating_point()]
+    assert residual and all(torch.equal(init[k], pre["model"][k]) for k in residual)
+    assert any(not torch.equal(init[k], pre["model"][k]) for k in base)
+    for k, v in art["state_dict"].items():
+        assert torch.equal(pre["ema"][f"base.{k}"], v)
+    assert "loss" in (run_dir / "pretrain/log.csv").read_text()

@@ -1,0 +1,456 @@
+"""VideoFusion (Luo et al. 2023): the decomposed process (Eq. 7-13), Eq. 14's training modes, the samplers
+(Fig. 4 / Algorithm 1), noise sharing (Sec. 4.7) and long videos (Sec. 4.6), on tiny nets (4 frames, 8x8)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from vfbench.diffusion import DiffusionSchedule, q_sample
+from vfbench.errors import UsageError, WeightsError
+from vfbench.generators import videofusion_sampling
+from vfbench.generators.videofusion import VideoFusion, VideoFusionConfig
+from vfbench.generators.videofusion_noise import (
+    compose_noise,
+    correlation,
+    decomposed_noise,
+    decomposed_q_sample,
+    group_ids,
+    keyframe_index,
+    lambda_vector,
+    remove_base_noise,
+)
+from vfbench.registry import GENERATORS
+
+FRAMES, SIZE = 4, 8
+KEY = FRAMES // 2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny nets run fastest on one thread, and the test machine is shared: do not oversubscribe it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make(**overrides) -> VideoFusion:
+    overrides.setdefault("num_timesteps", 100)
+    overrides.setdefault("sampling_steps", 4)
+    num_classes = overrides.pop("num_classes", 0)
+    torch.manual_seed(0)  # parameter init only; every draw below uses an explicit generator
+    return VideoFusion(VideoFusion.config_for("tiny", frames=FRAMES, size=SIZE, num_classes=num_classes, **overrides))
+
+
+def perturb(model: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
+    """Move every weight off its (partly zero) initialisation so outputs depend on inputs and labels."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    return model
+
+
+def moving_squares(batch: int = 4) -> torch.Tensor:
+    """Structured clips: a coloured 3x3 square moving one pixel per frame on black."""
+    video = torch.zeros(batch, FRAMES, 3, SIZE, SIZE, dtype=torch.uint8)
+    for b in range(batch):
+        for f in range(FRAMES):
+            x = f + b % 2
+            video[b, f, b % 3, 2:5, x:x + 3] = 255
+    return video
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+# -- the decomposed forward process (Eq. 7, 9, 11) ------------------------------------------------
+
+def test_registered():
+    assert GENERATORS.get("videofusion") is VideoFusion
+
+
+def test_lambda_vector_and_keyframe():
+    assert keyframe_index(16) == 8 and keyframe_index(4) == 2 and keyframe_index(1) == 0
+    assert lambda_vector(0.5, 4) == (0.5, 0.5, 1.0, 0.5)
+    assert lambda_vector((0.2, 0.3, 1.0, 0.9), 4) == (0.2, 0.3, 1.0, 0.9)
+
+
+def test_decomposed_noise_statistics():
+    lam = 0.5
+    lam_vec = lambda_vector(lam, FRAMES)
+    g = gen(1)
+    base = torch.randn(20000, 1, 2, 2, generator=g)
+    residual = torch.randn(20000, FRAMES, 1, 2, 2, generator=g)
+    eps = decomposed_noise(base, residual, lam_vec)
+    assert torch.equal(eps[:, KEY], base)  # Eq. 11: the keyframe's noise is b exactly
+    for i in range(FRAMES):
+        assert abs(float(eps[:, i].mean())) < 0.02
+        assert abs(float(eps[:, i].var()) - 1.0) < 0.03
+    # non-key frames correlate with lambda, and with the keyframe by sqrt(lambda)
+    assert abs(correlation(eps[:, 0], eps[:, 1]) - lam) < 0.02
+    assert abs(correlation(eps[:, 0], eps[:, 3]) - lam) < 0.02
+    assert abs(correlation(eps[:, 1], eps[:, KEY]) - math.sqrt(lam)) < 0.02
+
+
+def test_per_frame_lambda_vector_correlations():
+    lam_vec = (0.9, 0.1, 1.0, 0.9)
+    g = gen(2)
+    eps = decomposed_noise(torch.randn(20000, 1, 2, 2, generator=g), torch.randn(20000, 4, 1, 2, 2, generator=g), lam_vec)
+    assert abs(correlation(eps[:, 0], eps[:, 3]) - 0.9) < 0.02
+    assert abs(correlation(eps[:, 0], eps[:, 1]) - math.sqrt(0.9 * 0.1)) < 0.02
+
+
+def test_lambda_zero_is_iid_per_frame_diffusion():
+    schedule = DiffusionSchedule.named("cosine", 100)
+    lam_vec = lambda_vector(0.0, FRAMES)
+    g = gen(3)
+    x0 = torch.rand(6, FRAMES, 3, SIZE, SIZE, generator=g) * 2 - 1
+    base, residual = torch.randn(6, 3, SIZE, SIZE, generator=g), torch.randn(6, FRAMES, 3, SIZE, SIZE, generator=g)
+    t = torch.randint(0, 100, (6,), generator=g)
+    z_t, eps = decomposed_q_sample(schedule, x0, t, base, residual, lam_vec)
+    iid = residual.clone()
+    iid[:, KEY] = base  # the keyframe's own noise is b, itself independent of every r^i
+    assert torch.allclose(z_t, q_sample(schedule, x0, t, iid), atol=1e-6)
+    big = decomposed_noise(torch.randn(20000, 1, 2, 2, generator=g), torch.randn(20000, FRAMES, 1, 2, 2, generator=g),
+                           lam_vec)
+    assert abs(correlation(big[:, 0], big[:, 1])) < 0.03 and abs(correlation(big[:, 0], big[:, KEY])) < 0.03
+
+
+@pytest.mark.parametrize("lam", [1.5, -0.1, float("nan"), (0.5, 0.5, 0.9, 0.5), (0.5, 1.0)])
+def test_bad_lambda_raises_usage_error(lam):
+    with pytest.raises(UsageError, match="lam"):
+        VideoFusion.config_for("tiny", frames=FRAMES, size=SIZE, lam=lam)
+
+
+def test_remove_base_noise_and_compose_match_eq_12_13():
+    schedule = DiffusionSchedule.named("cosine", 100)
+    lam_vec = lambda_vector(0.5, FRAMES)
+    g = gen(4)
+    x0 = torch.zeros(2, FRAMES, 3, SIZE, SIZE)
+    base, residual = torch.randn(2, 3, SIZE, SIZE, generator=g), torch.randn(2, FRAMES, 3, SIZE, SIZE, generator=g)
+    t = torch.tensor([10, 90])
+    z_t, eps = decomposed_q_sample(schedule, x0, t, base, residual, lam_vec)
+    others = [0, 1, 3]
+    # a perfect base prediction leaves exactly the residual part of the noise (Eq. 12)
+    z_prime = remove_base_noise(schedule, z_t[:, others], t, base, [lam_vec[i] for i in others])
+    expect = schedule.sqrt_one_minus_abar[t].float().view(-1, 1, 1, 1, 1) * math.sqrt(0.5) * residual[:, others]
+    assert torch.allclose(z_prime, expect, atol=1e-5)
+    # perfect predictions recompose the true noise (Eq. 13)
+    assert torch.allclose(compose_noise(base, residual[:, others], lam_vec, KEY), eps, atol=1e-6)
+
+
+def test_default_config_is_the_papers_table_8():
+    cfg = VideoFusionConfig()
+    assert (cfg.frames, cfg.lam, cfg.schedule, cfg.num_timesteps) == (16, 0.5, "cosine", 1000)
+    assert (cfg.sampler, cfg.sampling_steps, cfg.eta, cfg.guidance_scale, cfg.mode) == ("ddim", 50, 0.0, 3.0, "stopgrad")
+    assert lambda_vector(cfg.lam, cfg.frames)[8] == 1.0  # frame 8 of 16 is the keyframe
+    paper = VideoFusion.config_for("paper", frames=16, size=64)
+    assert (paper.base.base_width, paper.residual.base_width) == (192, 128)
+    assert paper.base.channel_mults == paper.residual.channel_mults == (1, 2, 3, 5)
+    assert paper.residual.num_frame_indices == 16 and paper.base.num_frame_indices == 0
+
+
+def test_config_round_trip_with_lambda_vector():
+    model = make(lam=(0.9, 0.9, 1.0, 0.7), mode="no-stopgrad", noise_sharing="labels")
+    again = VideoFusion.from_config_dict(model.config_dict())
+    assert again.config == model.config and again.lam == (0.9, 0.9, 1.0, 0.7)
+
+
+def test_config_validation_names_the_option():
+    with pytest.raises(UsageError, match="mode"):
+        VideoFusion.config_for("tiny", frames=FRAMES, size=SIZE, mode="frozen")
+    cfg = VideoFusion.config_for("tiny", frames=FRAMES, size=SIZE)
+    with pytest.raises(UsageError, match="num_frame_indices"):
+        dataclasses.replace(cfg, frames=8)
+    with pytest.raises(UsageError, match="batch clips"):
+        make().loss({"video": torch.zeros(2, FRAMES, 3, 16, 16, dtype=torch.uint8)}, gen(0))
+
+
+# -- Eq. 14: the three training modes ---------------------------------------------------------------
+
+def _base_grads(model, out, term):
+    params = list(model.base.parameters())
+    return torch.autograd.grad(term, params, retain_graph=True, allow_unused=True)
+
+
+def test_stopgrad_base_gradient_is_the_keyframe_terms():
+    model = perturb(make(mode="stopgrad"))
+    out = model.loss({"video": moving_squares()}, gen(5))
+    full = _base_grads(model, out, out["loss"])
+    key_only = _base_grads(model, out, out["loss_key"] / FRAMES)  # its weight inside the element mean
+    for a, b in zip(full, key_only):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-8)
+    assert any(float(a.abs().max()) > 0 for a in full)
+    residual_grads = torch.autograd.grad(out["loss"], list(model.residual.parameters()))
+    assert any(float(r.abs().max()) > 0 for r in residual_grads)
+
+
+def test_no_stopgrad_lets_the_residual_terms_reach_the_base():
+    model = perturb(make(mode="no-stopgrad"))
+    out = model.loss({"video": moving_squares()}, gen(5))
+    full = _base_grads(model, out, out["loss"])
+    key_only = _base_grads(model, out, out["loss_key"] / FRAMES)
+    diff = max(float((a - b).abs().max()) for a, b in zip(full, key_only))
+    scale = max(float(a.abs().max()) for a in key_only)
+    assert diff > 1e-3 * scale
+
+
+def test_stopgrad_and_no_stopgrad_share_the_forward_value():
+    a = perturb(make(mode="stopgrad"))
+    b = perturb(make(mode="no-stopgrad"))
+    la = a.loss({"video": moving_squares()}, gen(6))
+    lb = b.loss({"video": moving_squares()}, gen(6))
+    assert torch.allclose(la["loss"], lb["loss"]) and torch.allclose(la["loss_key"], lb["loss_key"])
+
+
+def test_fixed_mode_never_updates_the_base():
+    model = perturb(make(mode="fixed"))
+    groups = model.param_groups(1e-2)
+    assert [g["name"] for g in groups] == ["residual"]
+    assert all(not p.requires_grad for p in model.base.parameters())
+    before = {k: v.clone() for k, v in model.base.state_dict().items()}
+    residual_before = [p.clone() for p in model.residual.parameters()]
+    opt = torch.optim.Adam(groups)
+    out = model.loss({"video": moving_squares()}, gen(7))
+    out["loss"].backward()
+    assert all(p.grad is None for p in model.base.parameters())
+    opt.step()
+    assert all(torch.equal(before[k], v) for k, v in model.base.state_dict().items())
+    assert any(not torch.equal(a, b) for a, b in zip(residual_before, model.residual.parameters()))
+    model.train()
+    assert not model.base.training and model.residual.training
+
+
+def test_param_groups_give_the_base_a_smaller_learning_rate():
+    groups = {g["name"]: g for g in make(base_lr_mult=0.1).param_groups(1e-3)}
+    assert set(groups) == {"base", "residual"}
+    assert groups["base"]["lr"] == pytest.approx(1e-4) and groups["residual"]["lr"] == pytest.approx(1e-3)
+
+
+def test_tiny_videofusion_overfits_four_clips_with_noise_sharing():
+    # The default mode's overfit check is TestVideoFusionConformance (tests/test_conformance.py); this one
+    # trains the Sec. 4.7 set-up: lambda 0.9, b shared by content label, r by motion label.
+    model = make(noise_sharing="labels", lam=0.9)
+    batch = {"video": moving_squares(), "content": torch.tensor([0, 1, 0, 1]), "motion": torch.tensor([0, 0, 1, 1])}
+
+    def held_out_loss() -> float:
+        with torch.no_grad():
+            return sum(model.loss(batch, gen(100 + i))["loss"].item() for i in range(2)) / 2
+
+    start = held_out_loss()
+    opt = torch.optim.Adam(model.param_groups(2e-2))
+    g = gen(8)
+    for _ in range(30):
+        out = model.loss(batch, g)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+    end = held_out_loss()
+    assert math.isfinite(end) and end < 0.5 * start, (start, end)
+
+
+# -- pretraining the base (Sec. 3.3) ---------------------------------------------------------------
+
+def test_pretrain_loss_trains_only_the_base():
+    model = make()
+    out = model.pretrain_loss({"video": moving_squares()}, gen(9))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and out["loss"].ndim == 0
+    assert all(p.grad is None for p in model.residual.parameters())
+    assert any(p.grad is not None and float(p.grad.abs().max()) > 0 for p in model.base.parameters())
+    images = {"image": moving_squares()[:, 0]}
+    assert torch.isfinite(model.pretrain_loss(images, gen(9))["loss"])
+    with pytest.raises(UsageError, match="fixed"):
+        make(mode="fixed").pretrain_loss({"video": moving_squares()}, gen(9))
+
+
+def test_load_base_state_strict_and_clear():
+    source = perturb(make())
+    target = make(mode="fixed")
+    target.load_base_state(source.base.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(source.base.parameters(), target.base.parameters()))
+    assert all(not p.requires_grad for p in target.base.parameters())
+    target.load_base_state(source.state_dict())  # a whole VideoFusion checkpoint: its base part
+    wider = VideoFusion(VideoFusion.config_for("small", frames=FRAMES, size=SIZE))
+    with pytest.raises(WeightsError, match="base checkpoint"):
+        target.load_base_state(wider.base.state_dict())
+
+
+# -- sampling (Fig. 4, Appendix A) ------------------------------------------------------------------
+
+def test_sample_shape_dtype_and_determinism():
+    model = perturb(make())
+    a = model.sample(3, gen(10))
+    assert a.dtype == torch.uint8 and a.shape == (3, FRAMES, 3, SIZE, SIZE)
+    assert torch.equal(a, model.sample(3, gen(10)))
+    assert torch.equal(a, model.sample(3, gen(10), batch_size=2))  # per-clip streams: batching-independent
+    assert not torch.equal(a, model.sample(3, gen(11)))
+
+
+def test_ddim_eta0_is_a_function_of_the_initial_noises():
+    model = perturb(make())
+    g = gen(12)
+    b_T, r_T = torch.randn(2, 3, SIZE, SIZE, generator=g), torch.randn(2, FRAMES, 3, SIZE, SIZE, generator=g)
+    a = model.sample(2, gen(1), base_noise=b_T, residual_noise=r_T, eta=0.0)
+    b = model.sample(2, gen(999), base_noise=b_T, residual_noise=r_T, eta=0.0)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("sampler,eta", [("ddim", 0.0), ("ddpm", None), ("ddim", 1.0)])
+def test_same_base_noise_gives_the_same_keyframe(sampler, eta):
+    # Sec. 3.5: the keyframe x^k depends only on the base noise: z_T^k = b, epshat^k = z^b(z^k, t), and the
+    # keyframe's fresh noise in a stochastic step is the shared b' (lam_k = 1). The other frames differ.
+    model = perturb(make(num_timesteps=20))
+    steps = 20 if sampler == "ddpm" else 4
+    clips = model.sample(3, gen(13), base_seed=7, sampler=sampler, eta=eta, steps=steps)
+    assert torch.equal(clips[0, KEY], clips[1, KEY]) and torch.equal(clips[0, KEY], clips[2, KEY])
+    assert not torch.equal(clips[0, 0], clips[1, 0])
+    other = model.sample(3, gen(13), base_seed=8, sampler=sampler, eta=eta, steps=steps)
+    assert not torch.equal(other[0, KEY], clips[0, KEY])
+
+
+def test_noise_streams():
+    shared = videofusion_sampling.SharedNoise(5, "residual")
+    first = shared.begin(0, 2).draw((2, 3))
+    second = shared.begin(2, 3).draw((2, 3))  # a later batch of the same call: the same k-th draw
+    assert first.shape == (2, 2, 3) and torch.equal(first[0], first[1]) and torch.equal(first[0], second[0])
+    assert not torch.equal(shared.draw((2, 3))[0], second[0])  # the next draw is new
+    assert not torch.equal(videofusion_sampling.SharedNoise(5, "base").begin(0, 1).draw((2, 3))[0], first[0])
+    per_clip = videofusion_sampling.PerClipNoise(torch.tensor([1, 2, 3]))
+    whole = per_clip.begin(0, 3).draw((4,))
+    assert torch.equal(per_clip.begin(1, 3).draw((4,)), whole[1:]) and not torch.equal(whole[0], whole[1])
+
+
+def test_same_residual_noise_different_base_noise():
+    model = perturb(make())
+    r_T = torch.randn(FRAMES, 3, SIZE, SIZE, generator=gen(14))
+    clips = model.sample(2, gen(15), residual_noise=r_T)  # shared r_T, per-clip b_T
+    assert not torch.equal(clips[0, KEY], clips[1, KEY])
+    g = gen(16)
+    b_T = torch.randn(3, SIZE, SIZE, generator=g)
+    one = model.sample(1, gen(0), base_noise=b_T, residual_noise=r_T)
+    two = model.sample(1, gen(0), base_noise=b_T, residual_noise=torch.randn(FRAMES, 3, SIZE, SIZE, generator=g))
+    assert torch.equal(one[0, KEY], two[0, KEY]) and not torch.equal(one[0, 0], two[0, 0])
+
+
+def test_bad_sampling_controls_are_usage_errors():
+    model = make()
+    with pytest.raises(UsageError, match="base_noise"):
+        model.sample(2, gen(0), base_noise=torch.zeros(3, 4, 4))
+    with pytest.raises(UsageError, match="did you mean 'steps'"):
+        model.sample(2, gen(0), step=3)
+    with pytest.raises(UsageError, match="sampler"):
+        model.sample(2, gen(0), sampler="euler")
+
+
+def test_class_conditional_sampling_with_guidance():
+    model = perturb(make(num_classes=3))
+    out = model.loss({"video": moving_squares(), "label": torch.tensor([0, 1, 2, 0])}, gen(17))
+    assert torch.isfinite(out["loss"])
+    labels = torch.tensor([0, 1, 2])
+    guided = model.sample(3, gen(18), labels=labels, guidance_scale=3.0)
+    assert guided.shape == (3, FRAMES, 3, SIZE, SIZE) and guided.dtype == torch.uint8
+    assert torch.equal(guided, model.sample(3, gen(18), labels=labels, guidance_scale=3.0))
+    assert not torch.equal(guided, model.sample(3, gen(18), labels=labels, guidance_scale=1.0))
+    # guidance is eps_u + s (eps_c - eps_u) on the full Eq. 13 prediction of both networks
+    z = torch.randn(3, FRAMES, 3, SIZE, SIZE, generator=gen(19))
+    t = torch.full((3,), 50)
+    with torch.no_grad():
+        cond = model.predict_noise(z, t, labels)
+        uncond = model.predict_noise(z, t, torch.full((3,), 3))
+        assert torch.allclose(model.guided_noise(z, t, labels, 3.0), uncond + 3.0 * (cond - uncond), atol=1e-5)
+    with pytest.raises(UsageError, match="labels"):
+        model.sample(2, gen(0), labels=torch.tensor([0, 7]))
+    with pytest.raises(UsageError, match="unconditional"):
+        make().sample(2, gen(0), labels=torch.tensor([0, 1]))
+
+
+def test_sampling_restores_training_mode():
+    model = make()
+    model.train()
+    model.sample(1, gen(0))
+    assert model.training and model.residual.training
+
+
+# -- explicit noise sharing (Sec. 4.7) ---------------------------------------------------------------
+
+def test_group_ids():
+    assert group_ids(torch.tensor([3, 1, 3, -1, -1]), 5).tolist() == [1, 0, 1, 2, 3]
+    assert group_ids(None, 3).tolist() == [0, 1, 2]
+
+
+def test_noise_sharing_by_labels_shares_the_noises():
+    model = make(noise_sharing="labels", lam=0.9)
+    batch = {"video": moving_squares(4), "content": torch.tensor([0, 1, 0, -1]), "motion": torch.tensor([2, 2, 5, 5])}
+    t, base, residual = model.training_noise(batch, batch["video"].shape, gen(20))
+    assert torch.equal(base[0], base[2]) and not torch.equal(base[0], base[1]) and not torch.equal(base[3], base[0])
+    assert torch.equal(residual[0], residual[1]) and torch.equal(residual[2], residual[3])
+    assert not torch.equal(residual[0], residual[2])
+    # loss() draws exactly these noises: same generator state, same loss as a hand-made Eq. 14 keyframe term
+    g = gen(20)
+    out = model.loss(batch, g)
+    x0 = batch["video"].float() / 127.5 - 1
+    z_t, eps = decomposed_q_sample(model.schedule, x0, t, base, residual, model.lam)
+    with torch.no_grad():
+        key = torch.nn.functional.mse_loss(model.base(z_t[:, KEY], t), base)
+    assert torch.allclose(out["loss_key"].detach(), key, atol=1e-6)
+    unshared = make(noise_sharing="none").training_noise(batch, batch["video"].shape, gen(20))[1]
+    assert not torch.equal(unshared[0], unshared[2])
+    with pytest.raises(UsageError, match="content"):
+        model.loss({"video": moving_squares(4)}, gen(0))
+
+
+# -- long videos (Sec. 4.6) -----------------------------------------------------------------------
+
+def test_sample_long_length_prefix_and_fixed_base_noise(monkeypatch):
+    model = perturb(make())
+    seen = []
+    real = videofusion_sampling.denoise_window
+
+    def spy(model_, plan, base, residual, *args, **kw):
+        seen.append(base.clone())
+        return real(model_, plan, base, residual, *args, **kw)
+
+    monkeypatch.setattr(videofusion_sampling, "denoise_window", spy)
+    long = model.sample_long(2, 9, gen(21))
+    assert long.shape == (2, 9, 3, SIZE, SIZE) and long.dtype == torch.uint8
+    assert len(seen) == 6  # default overlap N // 2 + 1 = 3: 4 frames, then 1 new frame per window
+    seen.clear()
+    assert model.sample_long(2, 9, gen(21), overlap=2).shape == (2, 9, 3, SIZE, SIZE)
+    assert len(seen) == 4  # 4 + 2 + 2 + 2 >= 9
+    assert all(torch.equal(seen[0], b) for b in seen)  # the base noise is kept across windows
+    monkeypatch.undo()
+    assert torch.equal(long[:, :FRAMES], model.sample(2, gen(21)))  # the first window is an ordinary sample
+
+
+def _window(model, known):
+    plan = videofusion_sampling._Plan(model, 2, gen(22))
+    g = gen(23)
+    base, residual = torch.randn(2, 3, SIZE, SIZE, generator=g), torch.randn(2, FRAMES, 3, SIZE, SIZE, generator=g)
+    with torch.no_grad():
+        return videofusion_sampling.denoise_window(model, plan, base, residual, None, None, None, known)
+
+
+def test_replacement_conditions_the_window_through_the_keyframe():
+    model = perturb(make(), scale=0.03)
+    g = gen(24)
+    known_a = torch.rand(2, KEY + 1, 3, SIZE, SIZE, generator=g) * 2 - 1  # known frames 0..k: the keyframe too
+    known_b = -known_a
+    a, b = _window(model, known_a), _window(model, known_b)
+    assert torch.equal(a[:, :KEY + 1], known_a) and torch.equal(b[:, :KEY + 1], known_b)  # kept exactly
+    assert not torch.allclose(a[:, KEY + 1:], b[:, KEY + 1:], atol=1e-3)  # new frames follow the known ones
+    # Without the keyframe among the known frames nothing reaches the new ones: frames interact only via
+    # bhat = z^b(z^k) (Eq. 12-13). This is why sample_long's default overlap is N // 2 + 1.
+    a, b = _window(model, known_a[:, :KEY]), _window(model, known_b[:, :KEY])
+    assert torch.allclose(a[:, KEY:], b[:, KEY:], atol=1e-5)
+
+
+def test_sample_long_rejects_bad_overlap():
+    with pytest.raises(UsageError, match="overlap"):
+        make().sample_long(1, 8, gen(0), overlap=FRAMES)

@@ -1,0 +1,158 @@
+"""Training checkpoints: atomic save, torn-file-safe discovery, retention, RNG state.
+
+A checkpoint is ``checkpoints/step-NNNNNNN.pt`` holding only tensors and plain data (so it loads
+with ``torch.load(weights_only=True)``): model and EMA state dicts, optimizer (and GradScaler)
+state, the step, RNG states and the generator's name/config. ``latest.json`` is written *after*
+the checkpoint file, so it never points at a file that is not complete. Discovery does not trust
+``latest.json`` alone: it scans ``step-*.pt`` from the newest down, skips temp files (``.*.tmp``
+left by a kill during ``atomic_write``) and any file that fails to load, and returns the newest
+complete one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import torch
+
+from vfbench.atomic import atomic_torch_save, atomic_write_json, read_json
+from vfbench.errors import VfbenchError, WeightsError
+
+FORMAT = "vfbench-checkpoint-v1"
+_STEP_FILE = re.compile(r"^step-(\d{7,})\.pt$")
+REQUIRED_KEYS = ("format", "step", "model", "ema", "optimizer", "generator")
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed from any tuple of plain values, e.g. ``(seed, "noise", step, rank)``.
+
+    Every random stream of a run derives from (seed, purpose, position) this way, so resuming at
+    step N, or redrawing shard i, reproduces exactly what an uninterrupted run would have drawn.
+    """
+    blob = "\x1f".join(repr(p) for p in parts).encode("utf-8")
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{int(step):07d}.pt"
+
+
+def list_checkpoints(ckpt_dir: Path) -> List[Tuple[int, Path]]:
+    """``(step, path)`` of every finished-looking checkpoint file, newest first (temp files skipped)."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    out = []
+    for p in ckpt_dir.iterdir():
+        m = _STEP_FILE.match(p.name)
+        if m and p.is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out, key=lambda sp: sp[0], reverse=True)
+
+
+def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
+    """Load and validate one checkpoint file; a torn, foreign or malformed file raises WeightsError."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"checkpoint {path} does not exist; list the run's checkpoints/ folder"
+                           " or omit --checkpoint to use the latest") from None
+    except Exception as exc:  # truncated zip, pickle refused by weights_only, ...
+        raise WeightsError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc});"
+                           " it is truncated or not a vfbench checkpoint: delete it to fall back"
+                           " to the previous one") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise WeightsError(f"checkpoint {path} is not a vfbench training checkpoint (format {FORMAT});"
+                           " pass a file from a run's checkpoints/ folder")
+    missing = [k for k in REQUIRED_KEYS if k not in obj]
+    if missing:
+        raise WeightsError(f"checkpoint {path} lacks {', '.join(missing)}; it is incomplete: delete it")
+    m = _STEP_FILE.match(path.name)
+    if m and int(m.group(1)) != int(obj["step"]):
+        raise WeightsError(f"checkpoint {path} says step {obj['step']} but its name says {int(m.group(1))};"
+                           " it was renamed or corrupted: delete it")
+    return obj
+
+
+def find_latest(ckpt_dir: Path, map_location: Any = "cpu") -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """The newest checkpoint that loads completely, with its contents, or None if there is none.
+
+    Files that fail to load are reported with a warning and skipped, so a kill while writing (or
+    a disk that filled up) costs at most the steps since the previous checkpoint.
+    """
+    for _step, path in list_checkpoints(ckpt_dir):
+        try:
+            return path, load_checkpoint(path, map_location)
+        except WeightsError as exc:
+            warnings.warn(f"skipping unusable checkpoint: {exc}")
+    return None
+
+
+def save_checkpoint(ckpt_dir: Path, state: Dict[str, Any], *, keep: int = 2, final: bool = False) -> Path:
+    """Write ``state`` atomically as ``step-N.pt``, then ``latest.json``, then prune old files.
+
+    Retention keeps the ``keep`` newest checkpoints plus every checkpoint written at the end of a
+    training call (``final=True``), which stay as milestones when a run is later extended.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    step = int(state["step"])
+    state = {"format": FORMAT, **state}
+    path = ckpt_dir / checkpoint_name(step)
+    atomic_torch_save(path, state)
+    pointer = ckpt_dir / "latest.json"
+    finals = set()
+    if pointer.is_file():
+        try:
+            finals = {int(s) for s in read_json(pointer).get("finals", [])}
+        except (VfbenchError, TypeError, ValueError, AttributeError):
+            finals = set()
+    if final:
+        finals.add(step)
+    finals = {s for s in finals if s <= step}  # a rewind (``--force``) forgets later milestones
+    atomic_write_json(pointer, {"step": step, "file": path.name, "finals": sorted(finals)})
+    prune(ckpt_dir, keep=keep, protect=finals | {step})
+    return path
+
+
+def prune(ckpt_dir: Path, *, keep: int, protect: Iterable[int] = ()) -> List[Path]:
+    """Delete all but the ``keep`` newest checkpoints (never one whose step is in ``protect``)."""
+    protect = set(protect)
+    removed = []
+    for i, (step, path) in enumerate(list_checkpoints(ckpt_dir)):
+        if i < max(1, keep) or step in protect:
+            continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+def drop_after(ckpt_dir: Path, step: int) -> None:
+    """Remove checkpoints newer than ``step`` (a resume from an older file must not leave them)."""
+    for s, path in list_checkpoints(ckpt_dir):
+        if s > step:
+            path.unlink(missing_ok=True)
+
+
+# -- RNG state -----------------------------------------------------------------------------------
+def capture_rng_state() -> Dict[str, Any]:
+    """Global torch RNG states as tensors (CPU, and every CUDA device when present)."""
+    state: Dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = list(torch.cuda.get_rng_state_all())
+    return state
+
+
+def restore_rng_state(state: Dict[str, Any]) -> None:
+    if not state:
+        return
+    if "cpu" in state:
+        torch.set_rng_state(state["cpu"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda = state["cuda"]
+        if len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])

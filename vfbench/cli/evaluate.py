@@ -1,0 +1,100 @@
+"""``vfbench evaluate``: score a run's samples (or any folder of clips) under a protocol's metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from vfbench.cli import app
+from vfbench.errors import UsageError
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return ""
+    return f"{v:.1f}" if abs(v) >= 100 else f"{v:.4g}"
+
+
+def format_table(records: List[dict]) -> str:
+    """A small plain-text table of result records."""
+    rows = [("run", "metric", "protocol", "value", "std", "95% CI", "real/fake x trials")]
+    for r in records:
+        ci = f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" if r.get("ci_low") is not None else ""
+        arrow = "^" if r.get("higher_is_better") else "v"
+        rows.append((str(r.get("run") or Path(str(r.get("samples_dir"))).name), str(r["metric"]),
+                     str(r.get("protocol")), f"{_fmt(r['value'])} {arrow}", _fmt(r.get("std")), ci,
+                     f"{r.get('num_real', 0)}/{r.get('num_fake')} x {r.get('trials', 1)}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    run: Optional[str] = typer.Argument(None, help="Run name (in the results dir) or run directory."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="mini (CPU scale; the default) or paper (2048 vs 2048, I3D, C3D IS)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (default: the protocol's); see `vfbench ls metrics`."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Sample set samples/<tag>/ of the run (default: the only or largest one)."),
+    all_runs: bool = typer.Option(False, "--all", help="Every run with samples and no record yet for these metrics."),
+    samples: Optional[Path] = typer.Option(None, "--samples", help="Any folder of .npy/.npz uint8 shards (n, T, C, H, W) or videos (external generators)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Reference dataset (required with --samples; default: the run's)."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Independent sample sets (disjoint slices): mean +- std (default: the metric's, 1; 10 for is2048_ucf_tganv2)."),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="Resamples for a 95% bootstrap interval of FVD (0: none)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the real-data statistics instead of using the cache."),
+    offline: bool = typer.Option(False, "--offline", help="Never download weights."),
+    i3d_weights: Optional[Path] = typer.Option(None, "--i3d-weights", help="I3D weights file (default: the converted cache)."),
+    c3d_weights: Optional[Path] = typer.Option(None, "--c3d-weights", help="C3D UCF-101 weights: conv3d_deepnetA_ucf.npz (mean2.npz beside it) or c3d_ucf101.pt."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results directory (default ./vfbench-results or VFBENCH_HOME)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Root folder of the reference dataset."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Clips per extractor batch."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the real clip selection and the bootstrap."),
+    i3d_preset: Optional[str] = typer.Option(None, "--i3d-preset", help="I3D port to imitate: reference (default), stylegan-v or tats; the metric name gets the preset as a suffix."),
+    real_selection: Optional[str] = typer.Option(None, "--real-selection", help="reference (shuffled train set, default) or stylegan-v (first videos)."),
+):
+    """Score generated clips with FVD/KVD/IS under a protocol and write one result record per metric.
+
+    Example: vfbench evaluate videofusion-shapes --protocol mini --bootstrap 100
+    """
+    from vfbench.errors import check_positive
+    from vfbench.evaluation import evaluate, evaluate_all
+    from vfbench.results import ResultsStore
+
+    check_positive("--batch-size", batch_size)
+    if trials is not None:
+        check_positive("--trials", trials)
+    if protocol is not None and protocol not in ("mini", "paper"):
+        from vfbench.errors import did_you_mean
+
+        raise UsageError(did_you_mean("protocol", protocol, ["mini", "paper"]))
+    names = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else None
+    if names is None and protocol is None:
+        protocol = "mini"
+    if names:
+        from vfbench.registry import METRICS
+
+        for n in names:
+            METRICS.check(n)
+    store = ResultsStore.open(results)
+    common = dict(trials=trials, bootstrap=bootstrap, seed=seed, batch_size=batch_size, device=device,
+                  cache=not no_cache, offline=offline, i3d_weights=i3d_weights, c3d_weights=c3d_weights,
+                  data_root=data_root, real_selection=real_selection, i3d_preset=i3d_preset)
+    given = sum(x is not None and x is not False for x in (run, samples, all_runs or None))
+    if given != 1:
+        raise UsageError("give exactly one of RUN, --all or --samples DIR (with --dataset NAME)")
+    if all_runs:
+        records, skipped = evaluate_all(store, protocol=protocol, metrics=names, tag=tag,
+                                        log=lambda s: typer.echo(s, err=True), **common)
+        if not records:
+            typer.echo(f"nothing to evaluate ({len(skipped)} run(s) already evaluated)")
+            return
+    elif samples is not None:
+        if not dataset:
+            raise UsageError("--samples needs --dataset NAME, the reference dataset to compare against")
+        records = evaluate(samples, names, dataset, store, protocol=protocol, tag=tag, **common)
+    else:
+        records = evaluate(None, names, dataset, store, protocol=protocol, run=run, tag=tag,
+                           **common)
+    typer.echo(format_table(records))
+    typer.echo(f"{len(records)} record(s) written to {store.records_dir}")

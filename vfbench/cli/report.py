@@ -1,0 +1,34 @@
+"""``vfbench report``: one self-contained HTML file of a results directory (library: ``vfbench.reports.html``)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from vfbench.cli import app
+
+
+@app.command("report")
+def report_cmd(
+    results: Optional[str] = typer.Option(None, "--results", help="results directory (default $VFBENCH_HOME or ./vfbench-results)"),
+    out: Optional[str] = typer.Option(None, "--out", help="HTML file to write (default <results>/reports/report.html)"),
+    title: str = typer.Option("vfbench report", "--title", help="heading of the report"),
+    control_grid: bool = typer.Option(True, "--control-grid/--no-control-grid",
+                                      help="sample VideoFusion's content/motion grid where it is not cached yet"),
+):
+    """Write an HTML report (runs, metrics with CIs, tables beside the papers', plots, sample GIFs).
+
+    Example: vfbench report --results vfbench-results
+    """
+    from vfbench.errors import UsageError
+    from vfbench.reports.html import write_report
+    from vfbench.results import ResultsStore
+
+    store = ResultsStore.open(results)
+    if not store.root.is_dir():
+        raise UsageError(f"results directory {store.root} does not exist; pass --results DIR or run"
+                         " `vfbench demo` first")
+    path = write_report(store, out, title=title, control_grid=control_grid,
+                        log=lambda s: typer.echo(s, err=True))
+    typer.echo(str(path))

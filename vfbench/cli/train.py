@@ -1,0 +1,267 @@
+"""``vfbench train`` and ``vfbench pretrain base``: thin commands over vfbench.training / vfbench.runs.
+
+Settings resolve as defaults < ``--config`` file < CLI flags. The config file may hold the
+sections ``generator:`` (fields of the generator's config, over the ``--preset``), ``train:``
+(``TrainConfig``), ``dataset:`` (``name``, ``frames``, ``size``, ``data_root``, ``stride``,
+``split``, ``seed`` and dataset options) and the key ``preset``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import typer
+
+from vfbench.cli import app
+from vfbench.errors import UsageError
+
+pretrain_app = typer.Typer(help="Pretrain components that runs reuse (VideoFusion's base generator).\n\n"
+                                "Example: vfbench pretrain base --dataset shapes --preset small --steps 2000",
+                           no_args_is_help=True)
+app.add_typer(pretrain_app, name="pretrain")
+
+_FILE_KEYS = {"preset", "generator", "train", "dataset"}
+_DATASET_DEFAULTS = {"name": "shapes", "split": "train", "frames": 16, "size": 64, "data_root": None,
+                     "stride": None, "seed": 0}
+
+
+@dataclass
+class Setup:
+    """Everything a training command resolved from defaults, the config file and the flags."""
+
+    generator_name: str
+    generator_cls: Any
+    generator_config: Any
+    dataset_kwargs: Dict[str, Any]
+    dataset: Any
+    train_cfg: Any
+    preset: str
+
+
+def _resolve(generator: str, config: Optional[Path], preset: Optional[str], dataset_over: Dict[str, Any],
+             train_over: Dict[str, Any], gen_over: Dict[str, Any], class_cond: bool) -> Setup:
+    from vfbench.config import from_dict, load_config_file, merge, to_dict
+    from vfbench.data import build_dataset
+    from vfbench.registry import DATASETS, GENERATORS
+    from vfbench.training import TrainConfig
+
+    GENERATORS.check(generator)  # did-you-mean before anything heavy
+    file = load_config_file(config) if config is not None else {}
+    unknown = sorted(set(file) - _FILE_KEYS)
+    if unknown:
+        raise UsageError(f"config file {config} has unknown top-level key(s) {', '.join(unknown)};"
+                         f" allowed: {', '.join(sorted(_FILE_KEYS))}")
+    for section in ("generator", "train", "dataset"):
+        if not isinstance(file.get(section, {}), dict):
+            raise UsageError(f"config file {config}: '{section}' must be a mapping of keys to values")
+    where = str(config) if config else "config"
+
+    ds_kwargs = merge(merge(_DATASET_DEFAULTS, file.get("dataset", {})), dataset_over)
+    DATASETS.check(ds_kwargs["name"])
+    if ds_kwargs.get("data_root") is not None:
+        ds_kwargs["data_root"] = str(ds_kwargs["data_root"])
+    train_cfg = from_dict(TrainConfig, merge(merge(to_dict(TrainConfig()), file.get("train", {})), train_over),
+                          where=f"{where} train")
+    preset = preset or file.get("preset") or "small"
+
+    cls = GENERATORS.get(generator)
+    fields = set(getattr(cls.Config, "__dataclass_fields__", {}))
+    for key, flag in (("lam", "--lam"), ("mode", "--mode")):
+        if gen_over.get(key) is not None and key not in fields:
+            raise UsageError(f"{flag} applies to videofusion only; generator {generator!r} has no {key!r} setting")
+    ds_opts = {k: v for k, v in ds_kwargs.items() if k != "name"}
+    dataset = build_dataset(ds_kwargs["name"], **ds_opts)
+    num_classes = 0
+    if class_cond:
+        num_classes = int(getattr(dataset, "num_classes", 0))
+        if num_classes <= 0:
+            raise UsageError(f"--class-cond needs a labelled dataset, but {ds_kwargs['name']!r} has no class labels")
+    base_cfg = cls.config_for(preset, int(ds_kwargs["frames"]), int(ds_kwargs["size"]), num_classes=num_classes)
+    gen_cfg = from_dict(cls.Config, merge(merge(to_dict(base_cfg), file.get("generator", {})), gen_over),
+                        where=f"{where} generator")
+    describe = dataset.describe() if hasattr(dataset, "describe") else {}
+    return Setup(generator, cls, gen_cfg, dict(ds_kwargs, describe=describe), dataset, train_cfg, preset)
+
+
+def _on_main_then_all(device: str, make):
+    """Run ``make()`` on rank 0 only under torchrun (creating a run folder is not idempotent across
+    racing processes), then let the other ranks call it once rank 0 is done (it then just reopens)."""
+    import torch
+
+    from vfbench.distributed import barrier, dist_info, init_distributed
+
+    if not dist_info().enabled:
+        return make()
+    wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    info = init_distributed(torch.device("cuda" if wants_cuda else "cpu"))
+    out = make() if info.is_main else None
+    barrier(info)
+    return out if info.is_main else make()
+
+
+def info_rank() -> int:
+    from vfbench.distributed import dist_info
+
+    return dist_info().rank
+
+
+def _train_overrides(**kw) -> Dict[str, Any]:
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def _report(summary: Dict[str, Any]) -> None:
+    sps = summary.get("steps_per_s")
+    loss = summary.get("final_loss")
+    typer.echo(f"trained to step {summary['steps']}"
+               + (f" ({summary['steps_this_call']} steps at {sps:.3g} steps/s)" if sps else " (nothing left to do)")
+               + (f", loss {loss:.4g}" if loss is not None else ""), err=True)
+
+
+@app.command("train")
+def train_cmd(
+    generator: str = typer.Argument(..., help="Generator name (see `vfbench ls generators`)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name (default shapes)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model size: tiny, small (default) or paper."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimisation steps (a resumed run counts its done steps)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per step (per process under torchrun)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (groups may scale it, e.g. VideoFusion's base)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay."),
+    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="EMA decay of the sampling weights."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Max gradient norm (0: off)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (GPU only)."),
+    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Checkpoint interval in steps."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", help="log.csv interval in steps."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (default 16)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Frame height and width (default 64)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder of a real dataset."),
+    class_cond: bool = typer.Option(False, "--class-cond", help="Condition on the dataset's class labels."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name (default GENERATOR-DATASET)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results directory (default ./vfbench-results or VFBENCH_HOME)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML/JSON with generator:, train:, dataset: sections."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest complete checkpoint."),
+    force: bool = typer.Option(False, "--force", help="Delete an existing run of this name and start over."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initialisation, data order and noise."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    lam: Optional[float] = typer.Option(None, "--lam", help="VideoFusion: share of base noise in non-key frames, in [0, 1]."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="VideoFusion: stopgrad, no-stopgrad or fixed."),
+    pretrain_base_steps: Optional[int] = typer.Option(None, "--pretrain-base-steps", help="VideoFusion: first pretrain the base generator alone for N steps."),
+    base_init: Optional[str] = typer.Option(None, "--base-init", help="VideoFusion: start from a pretrained base (file, folder or name)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Train a generator on a dataset; checkpoints, log.csv and summary.json go to the run folder.
+
+    Example: vfbench train videofusion --dataset shapes --preset tiny --frames 8 --size 32 --steps 200
+    """
+    from vfbench.results import ResultsStore
+    from vfbench.runs import create_run, read_base_state
+    from vfbench.training import pretrain_base, train
+
+    if resume and force:
+        raise UsageError("--resume and --force contradict each other; pass one of them")
+    if pretrain_base_steps is not None and base_init is not None:
+        raise UsageError("pass either --pretrain-base-steps or --base-init, not both")
+    if pretrain_base_steps is not None:
+        from vfbench.errors import check_positive
+
+        check_positive("--pretrain-base-steps", pretrain_base_steps)
+    if mode is not None and mode not in ("stopgrad", "no-stopgrad", "fixed"):
+        from vfbench.errors import did_you_mean
+
+        raise UsageError(did_you_mean("--mode", mode, ["stopgrad", "no-stopgrad", "fixed"]))
+    setup = _resolve(
+        generator, config, preset,
+        _train_overrides(name=dataset, frames=frames, size=size, data_root=data_root),
+        _train_overrides(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay,
+                         grad_clip=grad_clip, precision=precision, ckpt_every=ckpt_every, log_every=log_every,
+                         num_workers=num_workers, seed=seed, device=device),
+        _train_overrides(lam=lam, mode=mode), class_cond)
+    store = ResultsStore.open(results)
+    run_name = name or f"{generator}-{setup.dataset_kwargs['name']}"
+    extra: Dict[str, Any] = {"preset": setup.preset, "class_cond": class_cond}
+    base_state = None
+    if base_init is not None:
+        base_state, extra["base_init"] = read_base_state(base_init, store)
+    if pretrain_base_steps is not None:
+        extra["pretrain_base_steps"] = pretrain_base_steps
+    run_dir = _on_main_then_all(setup.train_cfg.device, lambda: create_run(
+        store, run_name, generator, setup.generator_config, setup.dataset_kwargs, setup.train_cfg,
+        resume=resume or (info_rank() > 0), force=force and info_rank() == 0, extra=extra))
+    if info_rank() == 0:
+        typer.echo(f"run folder: {run_dir}", err=True)
+
+    from vfbench.runs import build_generator
+
+    gen = build_generator(generator, setup.generator_config, seed=setup.train_cfg.seed)
+    if base_state is not None:
+        if not hasattr(gen, "load_base_state"):
+            raise UsageError(f"--base-init applies to videofusion only; {generator!r} has no base generator")
+        gen.load_base_state(base_state)
+    if pretrain_base_steps is not None:
+        from dataclasses import replace
+
+        pre_cfg = replace(setup.train_cfg, steps=pretrain_base_steps,
+                          ckpt_every=min(setup.train_cfg.ckpt_every, pretrain_base_steps))
+        artefact = pretrain_base(run_dir / "pretrain", gen, setup.dataset, pre_cfg, resume=resume,
+                                 progress=progress, dataset_info=setup.dataset_kwargs,
+                                 artefact=run_dir / "base-pretrain.pt")
+        typer.echo(f"pretrained base: {artefact}", err=True)
+    summary = train(run_dir, gen, setup.dataset, setup.train_cfg, resume=resume, progress=progress)
+    if info_rank() == 0:  # one report per job under torchrun
+        _report(summary)
+        typer.echo(str(run_dir))
+
+
+@pretrain_app.command("base")
+def pretrain_base_cmd(
+    generator: str = typer.Option("videofusion", "--generator", help="Generator whose base is pretrained."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset whose frames are the images (default shapes)."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Model size: tiny, small (default) or paper."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Pretraining steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per step (one random frame each)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the base generator."),
+    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="EMA decay of the saved base weights."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip of the joint model (default 16)."),
+    size: Optional[int] = typer.Option(None, "--size", help="Frame height and width (default 64)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder of a real dataset."),
+    class_cond: bool = typer.Option(False, "--class-cond", help="Class-conditional base (labelled datasets)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the artefact (default GENERATOR-base-DATASET)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results directory (default ./vfbench-results or VFBENCH_HOME)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML/JSON with generator:, train:, dataset: sections."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted pretraining."),
+    force: bool = typer.Option(False, "--force", help="Delete an existing artefact of this name and start over."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initialisation, data order and noise."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+):
+    """Pretrain VideoFusion's base generator as an image DPM on single frames (paper Sec. 3.3).
+
+    Writes pretrained/NAME/base-pretrain.pt under the results folder; reuse it in any number of
+    runs with `vfbench train videofusion --base-init NAME`.
+
+    Example: vfbench pretrain base --dataset shapes --preset small --steps 2000 --name shapes-base
+    """
+    from vfbench.results import ResultsStore, check_run_name
+    from vfbench.runs import build_generator, prepare_run_dir
+    from vfbench.training import pretrain_base
+
+    if resume and force:
+        raise UsageError("--resume and --force contradict each other; pass one of them")
+    setup = _resolve(
+        generator, config, preset,
+        _train_overrides(name=dataset, frames=frames, size=size, data_root=data_root),
+        _train_overrides(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed, device=device),
+        {}, class_cond)
+    store = ResultsStore.open(results)
+    art_name = check_run_name(name or f"{generator}-base-{setup.dataset_kwargs['name']}")
+    out_dir = _on_main_then_all(setup.train_cfg.device, lambda: prepare_run_dir(
+        store.root / "pretrained" / art_name, generator, setup.generator_config, setup.dataset_kwargs,
+        setup.train_cfg, resume=resume or (info_rank() > 0), force=force and info_rank() == 0,
+        extra={"kind": "base-pretrain", "preset": setup.preset, "class_cond": class_cond}))
+    gen = build_generator(generator, setup.generator_config, seed=setup.train_cfg.seed)
+    artefact = pretrain_base(out_dir, gen, setup.dataset, setup.train_cfg, resume=resume, progress=progress,
+                             dataset_info=setup.dataset_kwargs)
+    if info_rank() == 0:
+        typer.echo(str(artefact))

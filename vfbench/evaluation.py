@@ -1,0 +1,672 @@
+"""The evaluation runner: sample clips -> extractor -> statistics -> score -> one result record each.
+
+``evaluate(samples, metrics | protocol, dataset, store)`` scores a folder of generated clips
+against a dataset under named metrics (``metrics/protocols.py``) and writes one record per metric
+with ``ResultsStore.write_record`` (fields in docs/CONTRACTS.md; provenance added by the store).
+
+Real side. ``num_real`` clips of the dataset's ``train`` split, built at the metric's frames and
+resolution with dataset seed ``seed``. Clip selection (recorded in every record and in the cache
+key):
+
+* ``reference`` (default): the first ``num_real`` indices of ``numpy.random.default_rng(seed)
+  .permutation(len(dataset))`` -- a fixed shuffle of the training set, TATS-style;
+* ``stylegan-v``: the first ``num_real`` items in dataset order (for the folder datasets: the
+  first videos, each with the dataset's seeded random window), StyleGAN-V-style.
+
+Its statistics are cached in ``default_cache_dir()/stats/<key>.npz`` where ``key`` is the sha256 of
+everything that changes the number (dataset ``describe()``, split, clip selection, metric name,
+kind and version, extractor ``describe()`` with its weights' sha256, num_real, frames,
+resolution, seed). Files are written atomically and read with ``allow_pickle=False``; a file lock
+makes concurrent evaluations compute a missing entry once. ``cache=False`` bypasses the cache.
+
+Fake side. A run's ``samples/<tag>/`` shards, or any folder of ``.npy`` / ``.npz`` uint8 arrays
+``[n, T, C, H, W]`` or of videos (one clip per file: its first ``frames`` frames). Clips longer
+than the protocol are cut to their first ``frames`` frames; clips of another size get a centre
+square crop and an anti-aliased bilinear resize (both recorded). ``trials=K`` scores K disjoint
+consecutive slices of ``num_fake`` clips (mean, std with ddof=0 over slices, as TGANv2 reports
+rounds); ``bootstrap=B`` adds a 95% percentile interval for FVD over B resamples of the first
+slice's features.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from vfbench.errors import DataError, UsageError, VfbenchError, WeightsError
+from vfbench.results import ResultsStore, default_cache_dir
+
+REAL_SELECTIONS = ("reference", "stylegan-v")
+SHARD_EXTS = (".npy", ".npz")
+
+
+def protocol_metrics(protocol: str, dataset: str) -> List[str]:
+    """The metric names ``protocol`` computes for ``dataset`` (see ``metrics/protocols.py``)."""
+    from vfbench.metrics.protocols import protocol_metrics as pm
+
+    return pm(protocol, dataset)
+
+
+def samples_needed(metrics, trials: Optional[int] = None) -> int:
+    """Generated clips a set of metrics needs: max over metrics of trials x num_fake
+    (``is2048_ucf_tganv2`` needs 10 x 2048 = 20480 by default)."""
+    from vfbench.metrics.protocols import get_spec
+
+    specs = [get_spec(m) for m in ([metrics] if isinstance(metrics, str) else metrics)]
+    if not specs:
+        raise UsageError("no metrics given; pass --metrics NAME[,NAME] or --protocol mini|paper")
+    return max((trials or s.trials) * s.num_fake for s in specs)
+
+
+# -- the fake side: any folder of shards or videos ---------------------------------------------------
+def _natural(p: Path):
+    import re
+
+    return [(0, int(s), "") if s.isdigit() else (1, 0, s.lower()) for s in re.split(r"(\d+)", p.name) if s]
+
+
+class SampleFolder:
+    """A folder of generated clips: ``.npy``/``.npz`` uint8 shards ``[n, T, C, H, W]`` or video files.
+
+    Shards are memory-mapped (``.npy``) or read with ``allow_pickle=False``; clips are numbered in
+    natural file order, so slices are reproducible.
+    """
+
+    def __init__(self, path, frames: int = 16, size: int = 128):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise DataError(f"samples folder {self.path} does not exist; run `vfbench sample RUN --num N` or"
+                            " pass an existing folder of .npy shards or videos to --samples")
+        self.frames, self.size = frames, size
+        files = sorted((p for p in self.path.iterdir() if not p.name.startswith(".")), key=_natural)
+        self.entries: List[Tuple[Path, str, Optional[str], int]] = []  # (file, kind, npz key, count)
+        for p in files:
+            if p.suffix == ".npy":
+                arr = self._open_npy(p)
+                self.entries.append((p, "npy", None, int(arr.shape[0])))
+            elif p.suffix == ".npz":
+                try:
+                    with np.load(p, allow_pickle=False) as z:
+                        for k in sorted(z.files):
+                            a = z[k]
+                            self._check_shape(p, a)
+                            self.entries.append((p, "npz", k, int(a.shape[0])))
+                except (OSError, ValueError, EOFError) as exc:
+                    raise DataError(f"sample file {p} cannot be read ({exc}); delete it or re-create the samples") from None
+        if not self.entries:
+            try:
+                from vfbench.data.video_io import is_video_file, list_frame_files
+            except ImportError:  # pragma: no cover - the data subsystem is part of the package
+                is_video_file = list_frame_files = None
+            if is_video_file is not None:
+                for p in files:
+                    if is_video_file(p) or (p.is_dir() and list_frame_files(p)):
+                        self.entries.append((p, "video", None, 1))
+        if not self.entries:
+            raise DataError(f"samples folder {self.path} holds no .npy/.npz shards or videos; run"
+                            " `vfbench sample RUN --num N` or point --samples at a folder of generated clips")
+        self._cache: Dict[Tuple[str, Optional[str]], Any] = {}
+
+    @staticmethod
+    def _check_shape(p: Path, a) -> None:
+        if a.dtype != np.uint8 or a.ndim != 5:
+            raise DataError(f"sample shard {p} holds {a.dtype} of shape {a.shape}; shards must be uint8"
+                            " [n, T, C, H, W] (convert floats in [-1, 1] with (x + 1) * 127.5 rounded)")
+        if a.shape[2] not in (1, 3):
+            hint = " (it looks channels-last: transpose to [n, T, C, H, W])" if a.shape[-1] in (1, 3) else ""
+            raise DataError(f"sample shard {p} has shape {a.shape}: dimension 2 must be the 3 colour channels{hint}")
+
+    def _open_npy(self, p: Path):
+        try:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, EOFError) as exc:
+            raise DataError(f"sample shard {p} cannot be read ({exc}); it is truncated or not a .npy array:"
+                            " delete it and resume sampling") from None
+        self._check_shape(p, arr)
+        return arr
+
+    def __len__(self) -> int:
+        return sum(e[3] for e in self.entries)
+
+    def clip_shape(self) -> List[int]:
+        """[T, C, H, W] of the first clip as stored (videos: after reading at the protocol size)."""
+        return [int(v) for v in self._get(self.entries[0]).shape[1:]]
+
+    def describe(self) -> Dict[str, Any]:
+        kinds = sorted({e[1] for e in self.entries})
+        t, c, h, w = self.clip_shape()
+        fit = []
+        if t > self.frames:
+            fit.append(f"first {self.frames} of {t} frames")
+        if (h, w) != (self.size, self.size):
+            fit.append(f"{h}x{w} -> centre square crop, antialiased bilinear resize to {self.size}x{self.size}")
+        return {"path": str(self.path), "count": len(self), "files": len({e[0] for e in self.entries}),
+                "format": "+".join(kinds), "clip_shape": [t, c, h, w], "fit": "; ".join(fit) or "none"}
+
+    def _get(self, entry) -> np.ndarray:
+        p, kind, key, _ = entry
+        ck = (str(p), key)
+        if ck not in self._cache:
+            self._cache.clear()  # keep one shard in memory
+            if kind == "npy":
+                self._cache[ck] = self._open_npy(p)
+            elif kind == "npz":
+                with np.load(p, allow_pickle=False) as z:
+                    self._cache[ck] = z[key]
+            else:
+                self._cache[ck] = self._read_video(p)
+        return self._cache[ck]
+
+    def _read_video(self, p: Path) -> np.ndarray:
+        from vfbench.data.video_io import count_frames, load_clip
+
+        n = count_frames(p)
+        if n < self.frames:
+            raise DataError(f"generated video {p} has {n} frames but the metric needs {self.frames};"
+                            " generate longer videos or use a metric with fewer frames")
+        clip = load_clip(p, list(range(self.frames)), self.size)
+        return clip.numpy()[None]
+
+    def iter_clips(self, start: int, stop: int, batch_size: int) -> Iterator[np.ndarray]:
+        """uint8 batches of clips ``start..stop-1`` (in file order)."""
+        buf, have, pos = [], 0, 0
+        for e in self.entries:
+            n = e[3]
+            lo, hi = max(start, pos), min(stop, pos + n)
+            if lo < hi:
+                arr = self._get(e)
+                for i in range(lo - pos, hi - pos, batch_size):
+                    j = min(i + batch_size, hi - pos)
+                    buf.append(np.array(arr[i:j]))  # a writable copy of the memory map
+                    have += j - i
+                    while have >= batch_size:
+                        cat = np.concatenate(buf) if len(buf) > 1 else buf[0]
+                        yield cat[:batch_size]
+                        rest = cat[batch_size:]
+                        buf, have = ([rest] if len(rest) else []), len(rest)
+            pos += n
+            if pos >= stop:
+                break
+        if have:
+            yield np.concatenate(buf) if len(buf) > 1 else buf[0]
+
+
+def fit_clips(x, frames: int, size: int):
+    """Bring uint8 clips [B, T, C, H, W] to the protocol: first ``frames`` frames, ``size`` x ``size``
+    (centre square crop + anti-aliased bilinear resize, rounded), 3 channels."""
+    import torch
+    import torch.nn.functional as F
+
+    from vfbench.clips import check_clips
+
+    x = x if isinstance(x, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(x))
+    check_clips(x, "generated clips", min_frames=frames, channels=None)
+    if x.shape[2] == 1:
+        x = x.expand(-1, -1, 3, -1, -1)
+    elif x.shape[2] != 3:
+        raise UsageError(f"clips must have 1 or 3 channels in dimension 2 of [B, T, C, H, W], got shape {tuple(x.shape)}")
+    x = x[:, :frames]
+    b, t, c, h, w = x.shape
+    if (h, w) != (size, size):
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        x = x[:, :, :, top:top + side, left:left + side].reshape(b * t, c, side, side)
+        if side != size:
+            x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            x = x.round_().clamp_(0, 255).to(torch.uint8)
+        x = x.reshape(b, t, c, size, size)
+    return x.contiguous()
+
+
+# -- extractors -----------------------------------------------------------------------------------
+def build_extractor(name: str, preset: str, *, device: str = "cpu", batch_size: int = 8, offline: bool = False,
+                    i3d_weights=None, c3d_weights=None):
+    """Instantiate the registered extractor ``name`` with the options its constructor accepts."""
+    import inspect
+
+    from vfbench.registry import EXTRACTORS
+
+    cls = EXTRACTORS.get(name)
+    weights = c3d_weights if name.startswith("c3d") else (i3d_weights if name.startswith("i3d") else None)
+    offered = {"preset": preset, "device": device, "batch_size": batch_size, "offline": offline, "weights": weights}
+    try:
+        params = inspect.signature(cls).parameters
+    except (TypeError, ValueError):
+        params = {}
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in offered.items() if (var_kw or k in params) and not (k == "weights" and v is None)}
+    return cls(**kwargs)
+
+
+def _extract(extractor, batches: Iterator, total: int, frames: int, size: int, desc: str,
+             progress: bool) -> Dict[str, np.ndarray]:
+    from tqdm.auto import tqdm
+
+    out: Dict[str, List[np.ndarray]] = {}
+    with tqdm(total=total, desc=desc, unit="clip", disable=not progress, leave=False) as bar:
+        for b in batches:
+            clips = fit_clips(b, frames, size)
+            res = extractor.extract(clips)
+            for k, v in res.items():
+                v = np.asarray(v, np.float64)
+                if v.shape[0] != clips.shape[0]:
+                    raise VfbenchError(f"extractor {getattr(extractor, 'name', '?')} returned {v.shape[0]} rows for"
+                                       f" {clips.shape[0]} clips in output {k!r}")
+                out.setdefault(k, []).append(v)
+            bar.update(clips.shape[0])
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+# -- the real side ----------------------------------------------------------------------------------
+def _dataset_spec(dataset) -> Dict[str, Any]:
+    if isinstance(dataset, str):
+        return {"name": dataset}
+    if isinstance(dataset, dict):
+        if "name" not in dataset:
+            raise UsageError("a dataset spec needs a 'name' (e.g. {'name': 'shapes'}); pass --dataset NAME")
+        return dict(dataset)
+    return None  # a ready dataset object
+
+
+def _dataset_name(dataset) -> str:
+    spec = _dataset_spec(dataset)
+    if spec is not None:
+        return spec["name"]
+    d = getattr(dataset, "describe", lambda: {})()
+    return str(d.get("name", type(dataset).__name__))
+
+
+def build_real_dataset(dataset, spec, seed: int, data_root=None):
+    """The real dataset at the metric's frames/resolution (``train`` split, dataset seed ``seed``)."""
+    ds_spec = _dataset_spec(dataset)
+    if ds_spec is None:
+        return dataset
+    from vfbench.data import build_dataset
+
+    extra = {k: v for k, v in ds_spec.items() if k not in ("name", "frames", "size", "seed", "data_root", "split",
+                                                          "stride")}
+    return build_dataset(ds_spec["name"], split=ds_spec.get("split", "train"), frames=spec.frames,
+                         size=spec.resolution, data_root=data_root or ds_spec.get("data_root"),
+                         stride=ds_spec.get("stride"), seed=seed, **extra)
+
+
+def real_indices(n_avail: int, num: int, selection: str, seed: int) -> np.ndarray:
+    if selection == "reference":
+        return np.random.default_rng(seed).permutation(n_avail)[:num]
+    if selection == "stylegan-v":
+        return np.arange(min(num, n_avail))
+    raise UsageError(f"real clip selection must be one of {', '.join(REAL_SELECTIONS)}, got {selection!r}")
+
+
+def _iter_dataset(ds, idx: np.ndarray, batch_size: int) -> Iterator:
+    import torch
+
+    for i in range(0, len(idx), batch_size):
+        yield torch.stack([ds[int(j)]["video"] for j in idx[i:i + batch_size]])
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+
+
+def stats_cache_key(parts: Dict[str, Any]) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _load_state(path: Path):
+    from vfbench.metrics.stats import stats_from_state
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return stats_from_state({k: z[k] for k in z.files})
+    except (OSError, ValueError, EOFError, KeyError, UsageError):
+        return None  # corrupt or foreign: recompute and replace
+
+
+def _save_state(path: Path, stat) -> None:
+    from vfbench.atomic import atomic_write
+
+    with atomic_write(path, "wb") as fh:
+        np.savez(fh, **stat.state())
+
+
+# -- the runner -----------------------------------------------------------------------------------------
+def _resolve_specs(metrics, dataset_name: str, protocol: Optional[str]):
+    from vfbench.metrics.protocols import PROTOCOLS, get_spec, protocol_metrics as pm
+
+    if metrics is None:
+        if protocol is None:
+            raise UsageError("say what to compute: pass --protocol mini|paper or --metrics NAME[,NAME]")
+        metrics = pm(protocol, dataset_name)
+    elif isinstance(metrics, str):
+        if metrics in PROTOCOLS:
+            protocol, metrics = metrics, pm(metrics, dataset_name)
+        else:
+            metrics = [m.strip() for m in metrics.split(",") if m.strip()]
+    specs = [get_spec(m) for m in metrics]
+    if not specs:
+        raise UsageError("no metrics to compute; pass --metrics NAME[,NAME] or --protocol mini|paper")
+    return specs, protocol
+
+
+def _protocol_label(spec, protocol: Optional[str]) -> str:
+    if protocol:
+        return protocol
+    from vfbench.metrics.protocols import protocol_of
+
+    return protocol_of(spec.name) or "custom"
+
+
+def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[ResultsStore] = None, *,
+             protocol: Optional[str] = None, trials: Optional[int] = None, bootstrap: int = 0, seed: int = 0,
+             batch_size: int = 8, device: str = "cpu", cache: bool = True, offline: bool = False,
+             i3d_weights=None, c3d_weights=None, run: Optional[str] = None, tag: Optional[str] = None,
+             samples_dir=None, data_root=None, real_selection: Optional[str] = None, i3d_preset: Optional[str] = None,
+             cache_dir=None,
+             progress: bool = True, write: bool = True) -> List[Dict[str, Any]]:
+    """Score generated clips under ``metrics`` (names, specs, or a protocol name) against ``dataset``.
+
+    ``samples_source``/``samples_dir``: a folder of clips; or ``run`` (a run name/path in
+    ``store``) whose ``samples/<tag>/`` is used and whose config gives the dataset. Returns the
+    records written (one per metric), each with ``record_id``.
+    """
+    store = store if isinstance(store, ResultsStore) else ResultsStore.open(store)
+    samples_source = samples_source if samples_source is not None else samples_dir
+    run_cfg: Dict[str, Any] = {}
+    run_name = None
+    if run is not None:
+        run_dir = store.resolve_run(str(run))
+        run_name = run_dir.name
+        from vfbench.atomic import read_json
+
+        run_cfg = read_json(run_dir / "config.json")
+        if samples_source is None:
+            samples_source = pick_samples_dir(run_dir, tag)
+        if dataset is None:
+            dataset = run_cfg.get("dataset") or None
+            if isinstance(dataset, dict):
+                dataset = {k: v for k, v in dataset.items() if k not in ("frames", "size", "seed")}
+    if samples_source is None:
+        raise UsageError("no samples to score: give a run (vfbench evaluate RUN) or --samples DIR")
+    if dataset is None:
+        raise UsageError("no reference dataset: pass --dataset NAME (the run's config.json names none)")
+    if trials is not None and trials < 1:
+        raise UsageError(f"--trials must be a positive integer, got {trials}")
+    if bootstrap < 0:
+        raise UsageError(f"--bootstrap must be 0 or a positive number of resamples, got {bootstrap}")
+    dataset_name = _dataset_name(dataset)
+    specs, protocol = _resolve_specs(metrics, dataset_name, protocol)
+    if i3d_preset is not None:
+        specs = [s.with_preset(i3d_preset) if s.extractor == "i3d" else s for s in specs]
+    if real_selection is not None:
+        if real_selection not in REAL_SELECTIONS:
+            from vfbench.errors import did_you_mean
+
+            raise UsageError(did_you_mean("real clip selection (--real-selection)", real_selection, REAL_SELECTIONS))
+        specs = [replace(s, real_selection=real_selection) for s in specs]
+    # the disentanglement score samples the generator itself (controlled noises), not the shards
+    records = []
+    for s in [s for s in specs if s.kind == "disentangle"]:
+        if run_name is None:
+            raise UsageError(f"{s.name} samples the generator with controlled noises and needs a run"
+                             " (vfbench evaluate RUN), not --samples")
+        from vfbench.disentangle import evaluate_disentanglement
+
+        rec = evaluate_disentanglement(run_name, store, seed=seed, device=device, write=write)
+        records.append(rec)
+    specs = [s for s in specs if s.kind != "disentangle"]
+    if not specs:
+        return records
+    samples_path = Path(samples_source)
+
+    # check sample counts before any expensive work
+    folders: Dict[Tuple[int, int], SampleFolder] = {}
+    for s in specs:
+        key = (s.frames, s.resolution)
+        if key not in folders:
+            folders[key] = SampleFolder(samples_path, s.frames, s.resolution)
+        k = trials or s.trials
+        need, have = k * s.num_fake, len(folders[key])
+        if have < need:
+            alt = " or the mini protocol (--protocol mini)" if s.num_fake > 256 else ""
+            target = run_name or "RUN"
+            raise DataError(f"{s.name} needs {need} generated clips ({k} x {s.num_fake}) but {samples_path} holds"
+                            f" {have}; generate more with `vfbench sample {target} --num {need}`{alt}")
+
+    cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
+    extractors: Dict[Tuple[str, str], Any] = {}
+    real_ds: Dict[Tuple[int, int], Any] = {}
+    real_feats: Dict[Tuple, Dict[str, np.ndarray]] = {}
+    fake_feats: Dict[Tuple, Dict[str, np.ndarray]] = {}
+    generator = run_cfg.get("generator") or _manifest_generator(samples_path) or "external"
+    for spec in specs:  # load every network first: missing weights fail before any long computation
+        ek = (spec.extractor, spec.preset)
+        if ek not in extractors:
+            extractors[ek] = build_extractor(spec.extractor, spec.preset, device=device, batch_size=batch_size,
+                                             offline=offline, i3d_weights=i3d_weights, c3d_weights=c3d_weights)
+
+    for spec in specs:
+        t0 = time.time()
+        k_trials = trials or spec.trials
+        ext = extractors[(spec.extractor, spec.preset)]
+        ext_desc = _jsonable(ext.describe())
+        spec = spec.resolved(ext_desc)
+        folder = folders[(spec.frames, spec.resolution)]
+
+        # real side
+        real_stat, cache_key, real_desc = None, None, None
+        if spec.needs_real:
+            dk = (spec.frames, spec.resolution)
+            if dk not in real_ds:
+                real_ds[dk] = build_real_dataset(dataset, spec, seed, data_root)
+            ds = real_ds[dk]
+            if len(ds) < spec.num_real:
+                raise DataError(f"{spec.name} needs {spec.num_real} real clips but dataset {dataset_name!r} has"
+                                f" {len(ds)}; use the mini protocol or a larger dataset")
+            real_desc = _jsonable(getattr(ds, "describe", lambda: {"name": dataset_name})())
+            selection = {"mode": spec.real_selection, "seed": seed, "num": spec.num_real, "split": real_desc.get("split", "train")}
+            cache_key = stats_cache_key({
+                "dataset": real_desc, "selection": selection, "metric": spec.name, "kind": spec.kind,
+                "version": spec.version, "frames": spec.frames, "resolution": spec.resolution,
+                "extractor": ext_desc, "num_real": spec.num_real, "seed": seed,
+                "stat": "moments" if spec.kind == "fvd" else "samples",
+            })
+            real_stat = _real_statistic(spec, ds, ext, ext_desc, selection, cache_key, cache_root, cache,
+                                        batch_size, progress, real_feats)
+
+        # fake side, trial by trial
+        values, slices, first_fake = [], [], None
+        split_std = None
+        for k in range(k_trials):
+            lo, hi = k * spec.num_fake, (k + 1) * spec.num_fake
+            fk = (json.dumps(ext_desc, sort_keys=True), spec.frames, spec.resolution, lo, hi)
+            if fk not in fake_feats:
+                fake_feats[fk] = _extract(ext, folder.iter_clips(lo, hi, batch_size), hi - lo, spec.frames,
+                                          spec.resolution, f"{spec.extractor} generated [{lo}:{hi}]", progress)
+            out = fake_feats[fk]
+            if spec.output not in out:
+                raise UsageError(f"extractor {spec.extractor!r} gives {', '.join(out)} but {spec.name} needs"
+                                 f" {spec.output!r}")
+            v, sd = _score(spec, real_stat, out[spec.output])
+            values.append(v)
+            slices.append([lo, hi])
+            if k == 0:
+                first_fake, split_std = out[spec.output], sd
+
+        value = float(np.mean(values))
+        std = float(np.std(values)) if k_trials > 1 else split_std
+        ci_low = ci_high = None
+        if bootstrap and spec.kind == "fvd":
+            from vfbench.metrics.fvd import bootstrap_fvd
+
+            _, ci_low, ci_high = bootstrap_fvd(real_stat, first_fake, bootstrap, seed=seed,
+                                               unbiased=spec.unbiased_cov)
+        rec = {
+            "run": run_name, "generator": generator, "dataset": dataset_name,
+            "metric": spec.name, "protocol": _protocol_label(spec, protocol), "value": value,
+            "higher_is_better": spec.higher_is_better, "std": std, "ci_low": ci_low, "ci_high": ci_high,
+            "trials": k_trials, "values": [float(x) for x in values],
+            "num_real": spec.num_real if spec.needs_real else 0, "num_fake": spec.num_fake,
+            "seeds": {"real_selection": seed if spec.needs_real else None, "fake_slices": slices,
+                      "bootstrap": seed if ci_low is not None else None},
+            "bootstrap": int(bootstrap) if ci_low is not None else 0,
+            "extractor": ext_desc, "metric_spec": spec.to_dict(),
+            "real": ({"dataset": real_desc, "selection": spec.real_selection} if spec.needs_real else None),
+            "config": run_cfg, "samples_dir": str(samples_path), "samples": folder.describe(),
+            "tag": samples_path.name if run_name else tag,
+            "cache_key": cache_key, "elapsed": round(time.time() - t0, 3),
+        }
+        if write:
+            path = store.write_record(rec)
+            rec["record_id"] = path.stem
+        records.append(rec)
+    return records
+
+
+def _real_statistic(spec, ds, ext, ext_desc, selection, cache_key, cache_root: Path, cache: bool,
+                    batch_size: int, progress: bool, real_feats):
+    from vfbench.atomic import FileLock
+    from vfbench.metrics.stats import FeatureSet, FeatureStats
+
+    def compute():
+        fk = (json.dumps(ext_desc, sort_keys=True), json.dumps(selection, sort_keys=True), spec.frames,
+              spec.resolution)
+        if fk not in real_feats:
+            idx = real_indices(len(ds), spec.num_real, spec.real_selection, selection["seed"])
+            real_feats[fk] = _extract(ext, _iter_dataset(ds, idx, batch_size), len(idx), spec.frames,
+                                      spec.resolution, f"{spec.extractor} real", progress)
+        feats = real_feats[fk][spec.output]
+        return (FeatureStats() if spec.kind == "fvd" else FeatureSet()).update(feats)
+
+    if not cache:
+        return compute()
+    path = cache_root / "stats" / f"{cache_key}.npz"
+    with FileLock(path.with_suffix(".lock")):
+        if path.is_file():
+            stat = _load_state(path)
+            if stat is not None and stat.n == spec.num_real:
+                return stat
+        stat = compute()
+        _save_state(path, stat)
+        return stat
+
+
+def _score(spec, real_stat, fake: np.ndarray):
+    """(value, std-within-one-sample-set or None)."""
+    if spec.kind == "fvd":
+        from vfbench.metrics.fvd import stats_to_fvd
+        from vfbench.metrics.stats import FeatureStats
+
+        return stats_to_fvd(real_stat, FeatureStats().update(fake), unbiased=spec.unbiased_cov), None
+    if spec.kind == "kvd":
+        from vfbench.metrics.kvd import stats_to_kvd
+        from vfbench.metrics.stats import FeatureSet
+
+        return stats_to_kvd(real_stat, FeatureSet().update(fake), block_size=spec.kvd_block_size or None), None
+    if spec.kind == "is":
+        from vfbench.metrics.inception_score import inception_score
+
+        m, s = inception_score(fake, spec.splits)
+        return m, (s if spec.splits > 1 else None)
+    raise UsageError(f"metric kind {spec.kind!r} cannot be scored by vfbench evaluate")
+
+
+def _manifest_generator(path: Path) -> Optional[str]:
+    m = path / "manifest.json"
+    if m.is_file():
+        try:
+            return json.loads(m.read_text()).get("generator")
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def pick_samples_dir(run_dir: Path, tag: Optional[str] = None) -> Path:
+    """``samples/<tag>/`` of a run; without a tag the only set, else the one with the most clips."""
+    root = Path(run_dir) / "samples"
+    if tag:
+        p = root / tag
+        if not p.is_dir():
+            have = sorted(d.name for d in root.iterdir() if d.is_dir()) if root.is_dir() else []
+            raise DataError(f"run {Path(run_dir).name} has no sample set {tag!r} (have: {', '.join(have) or 'none'});"
+                            f" create it with `vfbench sample {Path(run_dir).name} --tag {tag}`")
+        return p
+    sets = [d for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
+    sets = [d for d in sets if any(f.suffix in SHARD_EXTS for f in d.iterdir())]
+    if not sets:
+        raise DataError(f"run {Path(run_dir).name} has no samples yet; create them with"
+                        f" `vfbench sample {Path(run_dir).name} --num N`")
+    if len(sets) == 1:
+        return sets[0]
+
+    def count(d: Path) -> int:
+        try:
+            return len(SampleFolder(d))
+        except VfbenchError:
+            return -1
+
+    return max(sets, key=lambda d: (count(d), d.name))
+
+
+def run_has_samples(run_dir: Path) -> bool:
+    try:
+        pick_samples_dir(run_dir)
+        return True
+    except VfbenchError:
+        return False
+
+
+def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str] = None, metrics=None,
+                 log=lambda s: None, **kwargs) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Evaluate every run with samples that has no record yet for its protocol's metrics.
+
+    A run counts as done for a metric when a record with the same run, metric, protocol label and
+    sample set exists. Returns ``(records written, names of runs skipped as already evaluated)``.
+    """
+    from vfbench.atomic import read_json
+    from vfbench.metrics.protocols import get_spec
+
+    store = store if isinstance(store, ResultsStore) else ResultsStore.open(store)
+    if metrics is None and protocol is None:
+        protocol = "mini"
+    done: Dict[Tuple[str, str, str], set] = {}
+    for rec in store.iter_records():
+        done.setdefault((rec.get("run"), rec.get("metric"), rec.get("protocol")), set()).add(
+            Path(str(rec.get("samples_dir") or "")).name)
+    records, skipped = [], []
+    for run_dir in store.iter_runs():
+        if not run_has_samples(run_dir):
+            continue
+        cfg = read_json(run_dir / "config.json")
+        ds = (cfg.get("dataset") or {}).get("name") if isinstance(cfg.get("dataset"), dict) else cfg.get("dataset")
+        if not ds:
+            log(f"{run_dir.name}: config.json names no dataset, skipping")
+            continue
+        names = metrics or protocol_metrics(protocol, ds)
+        names = [names] if isinstance(names, str) else list(names)
+        sdir = pick_samples_dir(run_dir, kwargs.get("tag"))
+        todo = []
+        for m in names:
+            spec = get_spec(m)
+            if kwargs.get("i3d_preset") and spec.extractor == "i3d":
+                spec = spec.with_preset(kwargs["i3d_preset"])
+            if sdir.name not in done.get((run_dir.name, spec.name, _protocol_label(spec, protocol)), set()):
+                todo.append(m)
+        if not todo:
+            skipped.append(run_dir.name)
+            log(f"{run_dir.name}: already evaluated ({', '.join(getattr(m, 'name', m) for m in names)}), skipping")
+            continue
+        log(f"{run_dir.name}: evaluating {', '.join(getattr(m, 'name', m) for m in todo)}")
+        records += evaluate(metrics=todo, store=store, protocol=protocol, run=run_dir.name, **kwargs)
+    return records, skipped
+
+
+__all__ = ["evaluate", "evaluate_all", "protocol_metrics", "samples_needed", "SampleFolder", "fit_clips", "build_extractor",
+           "stats_cache_key", "pick_samples_dir", "REAL_SELECTIONS", "WeightsError"]

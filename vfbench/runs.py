@@ -1,0 +1,213 @@
+"""Run directories: create one (refusing to clobber a different run) and load a trained generator.
+
+``runs/<name>/config.json`` records everything needed to rebuild the model and redo the run::
+
+    {"generator": "videofusion", "generator_config": {...}, "dataset": {...}, "train": {...},
+     "extra": {...}, "provenance": {...}}
+
+``load_run`` rebuilds the generator from that file through the registry and loads the EMA (or
+raw) weights of a checkpoint with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+from vfbench.atomic import atomic_write_json, read_json
+from vfbench.checkpoint import checkpoint_name, derive_seed, find_latest, load_checkpoint
+from vfbench.config import to_dict
+from vfbench.errors import UsageError, VfbenchError, WeightsError
+from vfbench.provenance import provenance
+from vfbench.results import ResultsStore
+
+# Train settings a resumed run may change (they do not alter the data order or the noise).
+RESUMABLE_TRAIN_KEYS = {"steps", "lr", "grad_clip", "ckpt_every", "log_every", "num_workers", "device",
+                        "keep_checkpoints", "precision"}
+
+
+def build_generator(name: str, config: Any, seed: Optional[int] = None):
+    """Instantiate registered generator ``name`` from a config dataclass or dict.
+
+    With ``seed``, the parameter initialisation is drawn from ``(seed, "init")`` inside a forked
+    RNG, so the same config and seed always give the same initial weights.
+    """
+    from vfbench.registry import GENERATORS
+
+    cls = GENERATORS.get(name)
+    cfg_dict = to_dict(config) if not isinstance(config, dict) else dict(config)
+    with torch.random.fork_rng(devices=[]):
+        if seed is not None:
+            torch.manual_seed(derive_seed(seed, "init"))
+        return cls.from_config_dict(cfg_dict)
+
+
+def _diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> list:
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, "<missing>"), new.get(k, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def create_run(store: ResultsStore, name: str, generator_name: str, generator_config: Any,
+               dataset_kwargs: Dict[str, Any], train_cfg: Any, *, resume: bool = False, force: bool = False,
+               extra: Optional[Dict[str, Any]] = None) -> Path:
+    """Create (or reopen for ``resume``) ``runs/<name>`` and write its ``config.json``.
+
+    An existing run is never silently reused: the same command without ``--resume`` is refused
+    (it would overwrite the checkpoints), a different configuration is refused even with
+    ``--resume`` (except the train settings in ``RESUMABLE_TRAIN_KEYS``), and ``--force``
+    deletes the old run and starts over.
+    """
+    return prepare_run_dir(store.run_dir(name), generator_name, generator_config, dataset_kwargs, train_cfg,
+                           resume=resume, force=force, extra=extra)
+
+
+def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, dataset_kwargs: Dict[str, Any],
+                    train_cfg: Any, *, resume: bool = False, force: bool = False,
+                    extra: Optional[Dict[str, Any]] = None) -> Path:
+    """``create_run`` for any folder (e.g. a pretrained base under ``pretrained/<name>``)."""
+    run_dir = Path(run_dir)
+    name = run_dir.name
+    new = {"generator": generator_name, "generator_config": to_dict(generator_config),
+           "dataset": dict(dataset_kwargs), "train": to_dict(train_cfg), "extra": dict(extra or {})}
+    cfg_path = run_dir / "config.json"
+    if run_dir.exists() and force:
+        shutil.rmtree(run_dir)
+    elif cfg_path.is_file():
+        old = read_json(cfg_path)
+        old_core = {k: old.get(k) for k in new}
+        changed = _diff(old_core, new)
+        if not resume:
+            what = f"with a different configuration ({', '.join(changed[:6])})" if changed else "already"
+            raise UsageError(f"run {name!r} exists {what} at {run_dir}; pass --resume to continue it,"
+                             " --force to delete it and start over, or choose another --name")
+        blocking = [k for k in changed if not (k.startswith("train.") and k[6:] in RESUMABLE_TRAIN_KEYS)]
+        if blocking:
+            raise UsageError(f"cannot resume run {name!r}: its configuration differs in {', '.join(blocking[:6])};"
+                             " use the original settings, --force to start over, or another --name")
+        if not changed:
+            return run_dir
+        new["provenance"] = old.get("provenance", {})
+        new["resumed_provenance"] = provenance()
+        atomic_write_json(cfg_path, new)
+        return run_dir
+    elif run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        raise UsageError(f"{run_dir} exists but has no config.json; pass --force to delete it or choose another --name")
+    new["provenance"] = provenance()
+    atomic_write_json(cfg_path, new)
+    return run_dir
+
+
+def read_run_config(run_dir: Path) -> Dict[str, Any]:
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UsageError(f"{run_dir} is not a vfbench run (no config.json); pass a folder under runs/ of the results directory")
+    cfg = read_json(path)
+    for key in ("generator", "generator_config"):
+        if key not in cfg:
+            raise VfbenchError(f"{path} lacks {key!r}; the run's config was edited or truncated: restore it")
+    return cfg
+
+
+def _resolve_checkpoint(run_dir: Path, checkpoint: Any) -> Tuple[Path, Dict[str, Any]]:
+    ckpt_dir = run_dir / "checkpoints"
+    if checkpoint is None:
+        found = find_latest(ckpt_dir)
+        if found is None:
+            raise WeightsError(f"run {run_dir} has no complete checkpoint in {ckpt_dir}; train it first"
+                               " (vfbench train ... --resume continues an interrupted run)")
+        return found
+    if isinstance(checkpoint, int) or (isinstance(checkpoint, str) and checkpoint.isdigit()):
+        path = ckpt_dir / checkpoint_name(int(checkpoint))
+    else:
+        path = Path(checkpoint)
+    return path, load_checkpoint(path)
+
+
+def load_run(run_dir: Path | str, ema: bool = True, checkpoint: Any = None,
+             device: Any = "cpu") -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """Rebuild a run's generator and load its EMA (default) or raw weights, in eval mode.
+
+    ``checkpoint``: None (the newest complete one), a step number, or a path. Returns the
+    generator and the run's config with ``checkpoint``, ``step`` and ``weights`` added.
+    """
+    run_dir = Path(run_dir)
+    cfg = read_run_config(run_dir)
+    path, state = _resolve_checkpoint(run_dir, checkpoint)
+    if state["generator"] != cfg["generator"]:
+        raise WeightsError(f"checkpoint {path} was written by generator {state['generator']!r} but run"
+                           f" {run_dir.name} is a {cfg['generator']!r} run; pass a checkpoint of this run")
+    saved_cfg = state.get("generator_config")
+    if saved_cfg and saved_cfg != cfg["generator_config"]:
+        diff = _diff(saved_cfg, cfg["generator_config"])
+        raise WeightsError(f"checkpoint {path} has a different {cfg['generator']} architecture than"
+                           f" {run_dir / 'config.json'} (differs in {', '.join(diff[:6])}); pass a checkpoint of this run")
+    gen = build_generator(cfg["generator"], cfg["generator_config"])
+    weights = state["ema"] if ema else state["model"]
+    try:
+        gen.load_state_dict(weights)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        raise WeightsError(f"checkpoint {path} does not fit generator {cfg['generator']!r} as configured"
+                           f" ({' '.join(first[:2])[:300]}); it comes from another architecture or version") from None
+    gen.to(device).eval()
+    info = dict(cfg, checkpoint=str(path), step=int(state["step"]), weights="ema" if ema else "raw",
+                run=run_dir.name, run_dir=str(run_dir))
+    return gen, info
+
+
+# -- pretrained base generators (VideoFusion Sec. 3.3) ----------------------------------------------
+BASE_FORMAT = "vfbench-base-v1"
+BASE_FILE = "base-pretrain.pt"
+
+
+def read_base_state(source: Any, store: Optional[ResultsStore] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """The state dict of a pretrained base U-Net and a description of where it came from.
+
+    ``source``: a ``base-pretrain.pt`` file, a folder holding one (``vfbench pretrain base`` output
+    or a run trained with ``--pretrain-base-steps``), a training checkpoint or run folder (its EMA
+    ``base.*`` weights), or a name under ``pretrained/`` or ``runs/`` of the results directory.
+    """
+    p = Path(str(source))
+    if not p.exists() and store is not None:
+        for cand in (store.root / "pretrained" / str(source), store.runs_dir / str(source)):
+            if cand.exists():
+                p = cand
+                break
+    if p.is_dir():
+        if (p / BASE_FILE).is_file():
+            p = p / BASE_FILE
+        elif (p / "config.json").is_file():
+            gen, info = load_run(p, ema=True)
+            if not hasattr(gen, "base"):
+                raise WeightsError(f"run {p} is a {info['generator']!r} run without a base generator; pass a"
+                                   " VideoFusion run or a base-pretrain.pt file to --base-init")
+            return gen.base.state_dict(), {"source": str(p), "step": info["step"], "kind": "run"}
+    if not p.is_file():
+        raise UsageError(f"--base-init {source!r} is neither a file, a folder with {BASE_FILE}, a run folder,"
+                         " nor a pretrained base name; create one with vfbench pretrain base --name NAME")
+    from vfbench.provenance import sha256_file
+
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise WeightsError(f"{p} cannot be loaded as a base checkpoint ({type(exc).__name__}: {exc});"
+                           " it is truncated or not a weights file") from None
+    desc = {"source": str(p), "sha256": sha256_file(p)}
+    if isinstance(obj, dict) and obj.get("format") == BASE_FORMAT:
+        return obj["state_dict"], dict(desc, step=obj.get("step"), kind="base-pretrain")
+    if isinstance(obj, dict) and obj.get("format") == "vfbench-checkpoint-v1":
+        ema = obj["ema"]
+        return {k: v for k, v in ema.items()}, dict(desc, step=obj.get("step"), kind="checkpoint")
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, dict(desc, kind="state_dict")
+    raise WeightsError(f"{p} is not a base checkpoint (expected {BASE_FILE}, a training checkpoint or a state dict)")

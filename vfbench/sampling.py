@@ -1,0 +1,239 @@
+"""Sampling runner: a run's samples as resumable uint8 shards, a manifest, and a preview GIF.
+
+``runs/<run>/samples/<tag>/shard-NNNNN.npy`` holds clips ``[n, T, C, H, W]`` (plain npy, uint8).
+Shard ``i`` is drawn with a ``torch.Generator`` seeded from ``(seed, i)``: its bytes do not depend
+on which shards were drawn before, so an interrupted run resumes by drawing only the missing
+shards, and several processes (``torchrun``) can split the shards between them.
+``manifest.json`` is written first with ``"complete": false`` (so a resume can check it is
+continuing the same request) and rewritten with ``"complete": true`` after the last shard.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+
+from vfbench.atomic import atomic_write, atomic_write_json, read_json
+from vfbench.checkpoint import derive_seed
+from vfbench.clips import check_clips
+from vfbench.errors import DataError, UsageError, check_positive
+
+SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
+_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
+# What must match for a resumed sampling call to reuse existing shards.
+_IDENTITY_KEYS = ("generator", "run", "num", "seed", "shard_size", "shards", "checkpoint_step", "weights", "controls")
+
+
+def shard_name(i: int) -> str:
+    return f"shard-{i:05d}.npy"
+
+
+def shard_counts(num: int, shard_size: int) -> List[int]:
+    full, rest = divmod(num, shard_size)
+    return [shard_size] * full + ([rest] if rest else [])
+
+
+# -- GIF preview -----------------------------------------------------------------------------------
+def write_gif_grid(clips_uint8, path, fps: int = 8, cols: Optional[int] = None, pad: int = 2,
+                   min_tile: int = 64) -> Path:
+    """Write clips ``[N, T, C, H, W]`` (uint8, C = 1 or 3) as one animated GIF grid, atomically.
+
+    Tiles smaller than ``min_tile`` pixels are enlarged by an integer factor (nearest neighbour) so
+    that tiny test-size clips stay visible.
+    """
+    from PIL import Image
+
+    x = clips_uint8.detach().cpu().numpy() if isinstance(clips_uint8, torch.Tensor) else np.asarray(clips_uint8)
+    check_clips(x, "preview clips", channels=None)
+    n, t, c, h, w = x.shape
+    if c == 1:
+        x = np.repeat(x, 3, axis=2)
+    elif c != 3:
+        raise UsageError(f"preview clips need 1 or 3 channels, got {c}")
+    scale = max(1, math.ceil(min_tile / max(1, min(h, w))))
+    if scale > 1:
+        x = x.repeat(scale, axis=3).repeat(scale, axis=4)
+        h, w = h * scale, w * scale
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    canvas = np.full((t, rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for k in range(n):
+        r, q = divmod(k, cols)
+        y0, x0 = pad + r * (h + pad), pad + q * (w + pad)
+        canvas[:, y0:y0 + h, x0:x0 + w] = x[k].transpose(0, 2, 3, 1)
+    frames = [Image.fromarray(f) for f in canvas]
+    path = Path(path)
+    with atomic_write(path, "wb") as fh:
+        frames[0].save(fh, format="GIF", save_all=True, append_images=frames[1:],
+                       duration=max(1, round(1000 / fps)), loop=0)
+    return path
+
+
+# -- writing ---------------------------------------------------------------------------------------
+def _save_npy(path: Path, arr: np.ndarray) -> None:
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, arr, allow_pickle=False)
+
+
+def _shard_ok(path: Path, n: int) -> bool:
+    """A finished shard: a readable uint8 npy of ``n`` clips (a torn file fails the mmap)."""
+    if not path.is_file():
+        return False
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        return arr.dtype == np.uint8 and arr.ndim == 5 and arr.shape[0] == n
+    except Exception:  # noqa: BLE001 - anything unreadable is redrawn
+        return False
+
+
+def default_tag(step: int, seed: int, num: int, ema: bool) -> str:
+    return f"step{step}-seed{seed}-n{num}" + ("" if ema else "-raw")
+
+
+def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 16, tag: Optional[str] = None,
+               *, ema: bool = True, checkpoint: Any = None, device: str = "auto", force: bool = False,
+               progress: bool = True, preview: bool = True, **controls) -> Path:
+    """Draw ``num`` clips from a run into ``samples/<tag>/`` (resumable); returns that folder.
+
+    ``batch_size`` is also the shard size. ``controls`` go to ``generator.sample`` (e.g. guidance)
+    and are part of the manifest.
+    """
+    from vfbench.distributed import barrier, dist_info, init_distributed
+    from vfbench.runs import load_run
+    from vfbench.training import resolve_device
+
+    check_positive("--num", num)
+    check_positive("--batch-size", batch_size)
+    if not isinstance(seed, int) or seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    run_dir = Path(run_dir)
+    wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    info = init_distributed(torch.device("cuda" if wants_cuda else "cpu")) if dist_info().enabled else dist_info()
+    dev = resolve_device(device, info.local_rank)
+    gen, run_cfg = load_run(run_dir, ema=ema, checkpoint=checkpoint, device=dev)
+    tag = tag or default_tag(run_cfg["step"], seed, num, ema)
+    if not _TAG_RE.match(tag):
+        raise UsageError(f"--tag {tag!r} is not valid: use letters, digits and . _ = + - (at most 128)")
+    out = run_dir / "samples" / tag
+    counts = shard_counts(num, batch_size)
+    manifest: Dict[str, Any] = {
+        "generator": run_cfg["generator"], "run": run_dir.name, "num": num, "seed": seed,
+        "shard_size": batch_size, "shards": len(counts), "checkpoint_step": run_cfg["step"],
+        "weights": run_cfg["weights"], "controls": {k: controls[k] for k in sorted(controls)},
+        "dtype": "uint8", "layout": "BTCHW", "complete": False,
+    }
+    mpath = out / "manifest.json"
+    if mpath.is_file():
+        old = read_json(mpath)
+        changed = [k for k in _IDENTITY_KEYS if old.get(k) != manifest[k]]
+        if changed and not force:
+            raise UsageError(f"{out} holds samples of a different request (differs in {', '.join(changed)});"
+                             " pass another --tag, or --force to delete them and redraw")
+        if changed and info.is_main:
+            shutil.rmtree(out)
+    barrier(info)
+    if info.is_main:  # marked incomplete while any shard may still be (re)drawn
+        atomic_write_json(mpath, manifest)
+
+    mine = [i for i in range(len(counts)) if i % info.world_size == info.rank]
+    todo = [i for i in mine if not _shard_ok(out / shard_name(i), counts[i])]
+    bar = None
+    if progress and info.is_main and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(counts[i] for i in todo), desc=f"sample {run_dir.name}", unit="clip", dynamic_ncols=True)
+    clip_shape = None
+    try:
+        for i in todo:
+            g = torch.Generator(device=dev).manual_seed(derive_seed(seed, "shard", i))
+            with torch.no_grad():
+                x = gen.sample(counts[i], generator=g, **controls)
+            check_clips(x, f"{run_cfg['generator']}.sample output", channels=None)
+            if x.shape[0] != counts[i]:
+                raise DataError(f"{run_cfg['generator']}.sample returned {x.shape[0]} clips for n={counts[i]}")
+            arr = x.detach().cpu().numpy()
+            if clip_shape is not None and arr.shape[1:] != clip_shape:
+                raise DataError(f"{run_cfg['generator']}.sample changed clip shape between shards")
+            clip_shape = arr.shape[1:]
+            _save_npy(out / shard_name(i), arr)
+            if bar is not None:
+                bar.update(counts[i])
+    finally:
+        if bar is not None:
+            bar.close()
+    barrier(info)
+    if info.is_main:
+        first = next(iter_sample_shards(out, allow_incomplete=True))
+        manifest["clip_shape"] = list(first.shape[1:])
+        manifest["drawn_now"] = todo
+        if preview:
+            write_gif_grid(np.asarray(load_samples(out, allow_incomplete=True, limit=16)), out / "preview.gif")
+        manifest["complete"] = True
+        atomic_write_json(mpath, manifest)
+    barrier(info)
+    return out
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def _shard_paths(samples_dir: Path) -> List[Path]:
+    found = sorted((int(m.group(1)), p) for p in samples_dir.iterdir() if (m := SHARD_RE.match(p.name)))
+    return [p for _, p in found]
+
+
+def iter_sample_shards(samples_dir: Path | str, allow_incomplete: bool = False) -> Iterator[np.ndarray]:
+    """Yield each shard (uint8 ``[n, T, C, H, W]``), validated, in order.
+
+    A folder with ``manifest.json`` must say ``complete`` (unless ``allow_incomplete``) and hold
+    its ``shards`` shards totalling ``num`` clips; a folder of shards without a manifest (another
+    tool's samples) is read as it is.
+    """
+    samples_dir = Path(samples_dir)
+    if not samples_dir.is_dir():
+        raise DataError(f"samples folder {samples_dir} does not exist; create it with vfbench sample RUN")
+    mpath = samples_dir / "manifest.json"
+    manifest = read_json(mpath) if mpath.is_file() else None
+    if manifest is not None and not manifest.get("complete") and not allow_incomplete:
+        raise DataError(f"{samples_dir} is incomplete (manifest says complete=false); rerun the same"
+                        " vfbench sample command to finish it")
+    paths = _shard_paths(samples_dir)
+    if manifest is not None:
+        expected = [samples_dir / shard_name(i) for i in range(int(manifest["shards"]))]
+        if allow_incomplete:
+            paths = [p for p in expected if p.is_file()]
+        elif paths != expected:
+            raise DataError(f"{samples_dir} should hold {len(expected)} shards but has {len(paths)};"
+                            " rerun the vfbench sample command that made it to redraw the missing ones")
+    if not paths:
+        raise DataError(f"{samples_dir} holds no shard-NNNNN.npy files")
+    shape, total = None, 0
+    for p in paths:
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001
+            raise DataError(f"sample shard {p} is unreadable ({exc}); delete it and rerun vfbench sample") from None
+        if arr.dtype != np.uint8 or arr.ndim != 5:
+            raise DataError(f"sample shard {p} must be uint8 [n, T, C, H, W], got {arr.dtype} {arr.shape}")
+        if shape is not None and arr.shape[1:] != shape:
+            raise DataError(f"sample shard {p} has clip shape {arr.shape[1:]} but earlier shards {shape}")
+        shape = arr.shape[1:]
+        total += arr.shape[0]
+        yield arr
+    if manifest is not None and not allow_incomplete and total != int(manifest["num"]):
+        raise DataError(f"{samples_dir} holds {total} clips but its manifest says {manifest['num']}")
+
+
+def load_samples(samples_dir: Path | str, allow_incomplete: bool = False, limit: Optional[int] = None) -> np.ndarray:
+    """All (or the first ``limit``) clips of a samples folder as one uint8 array."""
+    out, have = [], 0
+    for arr in iter_sample_shards(samples_dir, allow_incomplete=allow_incomplete):
+        out.append(arr if limit is None else arr[: limit - have])
+        have += out[-1].shape[0]
+        if limit is not None and have >= limit:
+            break
+    return np.concatenate(out, axis=0)
