@@ -36,6 +36,8 @@ calling convention (uint8 ``[B, 3, T, H, W]`` in, probabilities out), which is c
 from __future__ import annotations
 
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Dict, Optional
 
@@ -111,7 +113,7 @@ def load_chainer_c3d(path) -> Dict[str, Any]:
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise WeightsError(f"{path} is not a readable .npz file ({exc}); pass the chainer"
                            " conv3d_deepnetA_ucf.npz to --c3d-weights") from None
     sd = {}
@@ -149,7 +151,7 @@ def load_mean(path) -> np.ndarray:
             if key is None:
                 raise WeightsError(f"{path} has no array named 'mean'; pass TGAN's mean2.npz to --c3d-mean")
             m = np.asarray(z[key], np.float32)
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise WeightsError(f"{path} is not a readable .npz file ({exc}); pass TGAN's mean2.npz") from None
     if m.size != int(np.prod(MEAN_SHAPE)):
         raise WeightsError(f"{path}: the mean has shape {m.shape} ({m.size} values), expected 3 x 16 x 128 x 171"

@@ -27,7 +27,7 @@ from vfbench.errors import check_positive
 
 @dataclass
 class ShapesNetTrainConfig:
-    steps: int = 1500
+    steps: int = 1800
     batch_size: int = 32
     lr: float = 2e-3
     weight_decay: float = 1e-4

@@ -206,9 +206,8 @@ def control_grid(run: RunInfo, enabled: bool) -> None:
 
             run.control = gif_grid(clips, GRID_ROWS, GRID_COLS)
             atomic_write_bytes(cached, run.control)
-    except ImportError as exc:
-        run.control_note = f"not rendered: {exc}"
-    except VfbenchError as exc:
+    except (ImportError, VfbenchError, RuntimeError, ValueError, OSError) as exc:
+        # one run that cannot be sampled (torn checkpoint, old architecture) must not sink the report
         run.control_note = f"not rendered: {exc}"
 
 
@@ -432,6 +431,13 @@ def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[
         png = plots.efficiency_bars(doc, name)
         if png:
             parts += [f"<h3>Efficiency benchmark ({e(name)})</h3>", img("image/png", png, f"benchmark {name}", "plot")]
+        ratios = plots.bench_ratios(doc)
+        if ratios:
+            rows = [f'<tr><td class="l">{e(q)}</td><td>{e(_fmt(m))}</td><td class="paper">{e(_fmt(p))}</td></tr>'
+                    for q, m, p in ratios]
+            parts += [_table(("VideoFusion / VDM", "measured", "paper (Table 4)"), rows, paper_from=2),
+                      '<p class="muted">Ratios below 1 mean VideoFusion is cheaper. The paper measured'
+                      " its own models at 16x128x128 on a GPU; compare directions.</p>"]
 
     parts.append('<h2 id="samples">Samples</h2><div class="cards">')
     for r in runs:

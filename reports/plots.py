@@ -91,6 +91,7 @@ def metric_vs_x(table) -> Optional[bytes]:
                         yerr=[p[1].std or 0.0 for p in pts], marker="o", capsize=4, color=_COLORS[0],
                         label="measured")
         ax.set_xlabel(_text(table.x_label))
+        ax.ticklabel_format(axis="y", useOffset=False)  # nearly equal values: no "1e-6+1" offset label
         ax.set_title(_text(table.metric_header(m)), fontsize=9)
         ax.grid(alpha=0.3)
         kind = m.lower()[:3] if m.lower().startswith(("fvd", "kvd")) else ("is" if m.lower().startswith("is") else "")
@@ -125,21 +126,67 @@ def _bench_rows(doc: Any) -> List[Dict[str, Any]]:
     return []
 
 
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, float]:
+    out: Dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+# Known fields of ``vfbench bench efficiency`` output: (flattened key, axis title, scale).
+BENCH_FIELDS = (
+    ("step.median_s", "denoising step latency (s)", 1.0),
+    ("step_memory.peak_bytes", "step peak memory (MiB)", 1.0 / 2 ** 20),
+    ("sample.median_s", "whole-sample latency (s)", 1.0),
+    ("train_step.median_s", "training step latency (s)", 1.0),
+    ("memory_GB", "memory (GB)", 1.0),
+    ("latency_s", "latency (s)", 1.0),
+    ("params", "parameters (M)", 1e-6),
+)
+
+
 def bench_series(doc: Any) -> Tuple[List[str], Dict[str, List[Optional[float]]]]:
-    """(row labels, {numeric field: values}) of an efficiency benchmark document."""
-    rows = _bench_rows(doc)
+    """(row labels, {axis title: values}) of an efficiency benchmark document.
+
+    Understands ``vfbench bench efficiency`` output (``{"variants": {name: {...}}}``) and plain
+    lists of rows; unknown layouts fall back to their first numeric fields.
+    """
+    if isinstance(doc, dict) and isinstance(doc.get("variants"), dict):
+        rows = [{"name": k, **_flatten(v)} for k, v in doc["variants"].items() if isinstance(v, dict)]
+    else:
+        rows = [{**{k: v for k, v in r.items() if isinstance(v, str)}, **_flatten(r)} for r in _bench_rows(doc)]
     labels = [str(r.get("generator") or r.get("method") or r.get("name") or f"row {i}") for i, r in enumerate(rows)]
     fields: Dict[str, List[Optional[float]]] = {}
-    for key in ("memory_GB", "peak_memory_gb", "memory_gb", "latency_s", "latency_s_per_step",
-                "step_latency_s", "params", "num_params"):
+    for key, title, scale in BENCH_FIELDS:
         vals = [r.get(key) for r in rows]
-        if any(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
-            fields[key] = [float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None for v in vals]
+        if any(v is not None for v in vals):
+            fields[title] = [None if v is None else v * scale for v in vals]
     if not fields:  # any other numeric columns
-        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, float)})
         for key in keys[:4]:
-            fields[key] = [float(r[key]) if isinstance(r.get(key), (int, float)) else None for r in rows]
+            fields[key] = [r.get(key) for r in rows]
     return labels, fields
+
+
+def bench_ratios(doc: Any) -> List[Tuple[str, float, Optional[float]]]:
+    """(quantity, measured VideoFusion / VDM, published ratio) from ``vfbench bench efficiency`` output."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("variants"), dict):
+        return []
+    var = {k: _flatten(v) for k, v in doc["variants"].items() if isinstance(v, dict)}
+    if "videofusion" not in var or "vdm" not in var:
+        return []
+    paper = doc.get("paper_table4") if isinstance(doc.get("paper_table4"), dict) else {}
+    out = []
+    for key, title, paper_key in (("step.median_s", "denoising step latency", "latency_ratio"),
+                                  ("step_memory.peak_bytes", "step peak memory", "memory_ratio")):
+        a, b = var["videofusion"].get(key), var["vdm"].get(key)
+        if a is not None and b:
+            p = paper.get(paper_key)
+            out.append((title, a / b, float(p) if isinstance(p, (int, float)) else None))
+    return out
 
 
 def efficiency_bars(doc: Any, title: str) -> Optional[bytes]:

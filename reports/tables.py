@@ -256,7 +256,8 @@ def _notes(spec, plans, used, cols, protocol, dataset, cells) -> List[str]:
     if any(c.mean is None for row in cells for c in row):
         notes.append(f"{DASH} in a measured column: not evaluated yet (rerun the command to finish).")
     if not cols:
-        notes.append("The paper publishes no value for these rows; only measured values are shown.")
+        notes.append("No published value for these rows ships with vfbench (paper_tables/); only measured"
+                     " values are shown.")
         return notes
     plan = plans[0] if plans else None
     res = f"{plan.frames}x{plan.size}x{plan.size}" if plan else "?"

@@ -101,6 +101,8 @@ def assert_clean_error(stderr: str, code: int, expected_code: int, *needles: str
     else:
         assert len(errs) == 1, stderr
         msg = errs[0]
+        tail = stderr[stderr.index(msg) + len(msg):].strip()
+        assert not tail, f"the error message runs over several lines:\n{stderr}"
         assert not msg.startswith("error: unexpected "), f"an unhandled exception reached the user: {msg}"
     for n in needles:
         assert n in msg, f"{n!r} not in {msg!r}"

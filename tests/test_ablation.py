@@ -53,7 +53,7 @@ def test_compare_spec_and_paper_reference():
 
 @pytest.mark.parametrize("bad, match", [
     (dict(seeds=0), "--seeds"), (dict(steps=-1), "--steps"), (dict(preset="huge"), "--preset"),
-    (dict(prefix="a b"), "--prefix"),
+    (dict(prefix="a b"), "--prefix"), (dict(dataset="shapez"), "did you mean 'shapes'"),
 ])
 def test_bad_options_name_the_option(bad, match):
     with pytest.raises(UsageError, match=match):
@@ -280,3 +280,40 @@ def test_demo_quick_plumbing(tmp_path, fakes, capsys, monkeypatch):
     assert {m for _, m in fakes.calls["evaluate"]} == {"fvd_shapes8", "kvd_shapes8", "is_shapes8"}
     assert _cli(["demo", "--quick", "--results", str(tmp_path), "--no-progress"]) == 0
     assert len(fakes.calls["train"]) == 5 and len(fakes.calls["sample"]) == 5   # resumed: nothing redone
+
+
+# -- the real thing ------------------------------------------------------------------------------------
+def _shapes_net_weights() -> Path:
+    from vfbench.metrics.shapes_net import WEIGHTS_FILE
+
+    return Path(WEIGHTS_FILE)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _shapes_net_weights().is_file(),
+                    reason="the shipped shapes-net weights (metrics/weights/shapes_net.safetensors) are missing")
+def test_demo_quick_end_to_end(tmp_path):
+    """`vfbench demo --quick` for real: trains, samples, scores, tables, report; a rerun redoes nothing.
+
+    About 90 s on 2 busy CPU cores with one torch thread (OMP_NUM_THREADS=1 avoids oversubscription).
+    """
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "VFBENCH_CACHE": str(tmp_path / "cache")}
+    cmd = [sys.executable, "-m", "vfbench", "demo", "--quick", "--results", str(tmp_path / "res"), "--no-progress"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = Path(out.stdout.strip().splitlines()[-1].split("report: ", 1)[1])
+    text = report.read_text()
+    assert "demo-quick-videofusion-shapes-s0" in text and "data:image/gif;base64," in text
+    store = ResultsStore(tmp_path / "res")
+    recs = list(store.iter_records())
+    assert {r["metric"] for r in recs} == {"fvd_shapes8", "kvd_shapes8", "is_shapes8", "disentangle_shapes"}
+    assert len(recs) == 5 * 3 + 1
+    for name in ("demo-quick-shapes-mini", "demo-quick-lambda-shapes-mini"):
+        assert (store.root / "tables" / f"{name}.csv").is_file()
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert len(list(store.iter_records())) == len(recs)        # nothing re-evaluated
+    assert ": training " not in again.stderr and again.stderr.count("skipping training") == 5

@@ -159,7 +159,7 @@ def test_mixed_frame_sizes_in_one_video_folder(capsys, metrics_env):
 @pytest.mark.parametrize("kind,needle", [
     ("float-nan", "float32"), ("float-inf", "float64"), ("int-out-of-range", "int64"), ("channels-last", "channels-last"),
     ("four-dims", "uint8 [n, T, C, H, W]"), ("object-pickle", "cannot be read"), ("truncated", "cannot be read"),
-    ("not-npy", "cannot be read"),
+    ("not-npy", "cannot be read"), ("npz-truncated", "cannot be read"), ("npz-bad-crc", "cannot be read"),
 ])
 def test_bad_sample_shards(capsys, metrics_env, kind, needle):
     d = metrics_env / "s"
@@ -167,7 +167,19 @@ def test_bad_sample_shards(capsys, metrics_env, kind, needle):
     good = np.random.default_rng(0).integers(0, 256, (8, 4, 3, 8, 8), dtype=np.uint8)
     np.save(d / "shard-00000.npy", good)
     bad = d / "shard-00001.npy"
-    if kind == "float-nan":
+    if kind.startswith("npz"):
+        (d / "shard-00000.npy").unlink()
+        np.savez(d / "shard-00000.npz", clips=good)
+        bad = d / "shard-00001.npz"
+        np.savez(bad, clips=good)
+        data = bytearray(bad.read_bytes())
+        if kind == "npz-truncated":
+            data = data[: len(data) // 2]
+        else:  # flip bytes inside the member's data: the listing reads fine, the member does not
+            for i in range(200, 260):
+                data[i] ^= 0xFF
+        bad.write_bytes(bytes(data))
+    elif kind == "float-nan":
         x = good.astype(np.float32)
         x[0, 0, 0, 0, 0] = np.nan
         np.save(bad, x)
@@ -186,7 +198,7 @@ def test_bad_sample_shards(capsys, metrics_env, kind, needle):
         bad.write_bytes(bad.read_bytes()[:1000])
     else:
         bad.write_text("hello")
-    check(capsys, 1, ["evaluate", "--samples", d, *EVAL, "--results", metrics_env / "res"], "shard-00001.npy", needle)
+    check(capsys, 1, ["evaluate", "--samples", d, *EVAL, "--results", metrics_env / "res"], bad.name, needle)
 
 
 def test_too_few_samples_and_empty_folders(capsys, metrics_env):
@@ -205,7 +217,8 @@ def test_clips_shorter_than_the_protocol(capsys, metrics_env):
     d = metrics_env / "s"
     d.mkdir()
     np.save(d / "shard-00000.npy", np.zeros((8, 2, 3, 8, 8), np.uint8))  # 2 frames, the metric needs 4
-    check(capsys, 2, ["evaluate", "--samples", d, *EVAL, "--results", metrics_env / "res"], "2 frames", "4")
+    check(capsys, 1, ["evaluate", "--samples", d, *EVAL, "--results", metrics_env / "res"], "shard-00000.npy",
+          "2 frames", "needs 4")
 
 
 # -- datasets --------------------------------------------------------------------------------------------
@@ -361,7 +374,7 @@ def test_bad_c3d_weights_files(capsys, metrics_env, kind):
         w.write_bytes(np.random.default_rng(0).bytes(4096))
     d = metrics_env / "s"
     d.mkdir()
-    np.save(d / "shard-00000.npy", np.zeros((2048, 1, 3, 1, 1), np.uint8))
+    np.save(d / "shard-00000.npy", np.zeros((2048, 16, 3, 1, 1), np.uint8))
     check(capsys, 1, ["evaluate", "--samples", d, "--dataset", "reltiny", "--metrics", "is2048_ucf_tganv2",
                       "--trials", "1", "--c3d-weights", w, "--results", metrics_env / "res"], w.name)
 
@@ -398,7 +411,8 @@ def test_checkpoint_from_another_generator_or_foreign_file(capsys, trained, tmp_
     check(capsys, 1, ["sample", "v", "--num", "2", "--results", res, "--checkpoint", tmp_path / "torn.pt"],
           "torn.pt", "truncated")
     (tmp_path / "evil.pt").write_bytes(_evil_pickle(tmp_path / "PWNED"))
-    check(capsys, 1, ["sample", "v", "--num", "2", "--results", res, "--checkpoint", tmp_path / "evil.pt"], "evil.pt")
+    code, _out, err = cli(capsys, "sample", "v", "--num", "2", "--results", res, "--checkpoint", tmp_path / "evil.pt")
+    assert code == 1 and "evil.pt" in err and "Traceback" not in err
     assert not (tmp_path / "PWNED").exists()
 
     # every checkpoint of the run torn: resume refuses cleanly (nothing to resume from is not a crash)
@@ -406,6 +420,16 @@ def test_checkpoint_from_another_generator_or_foreign_file(capsys, trained, tmp_
         p.write_bytes(p.read_bytes()[:1000])
     check(capsys, 1, ["sample", "v", "--num", "2", "--results", res, "--no-progress"], "no complete checkpoint")
     assert tree_digest(trained) == before
+
+
+@pytest.mark.xfail(strict=True, reason="vfbench/checkpoint.py load_checkpoint puts torch's whole multi-line"
+                   " UnpicklingError in its message, which also tells the user how to load the untrusted file"
+                   " with weights_only=False; fix: first line only, and say the file is refused")
+def test_crafted_checkpoint_message_is_one_line(capsys, trained, tmp_path):
+    (tmp_path / "evil.pt").write_bytes(_evil_pickle(tmp_path / "PWNED"))
+    msg = check(capsys, 1, ["sample", "v", "--num", "2", "--results", trained, "--checkpoint", tmp_path / "evil.pt"],
+                "evil.pt")
+    assert "weights_only=False" not in msg
 
 
 def test_truncated_run_config_json(capsys, trained, tmp_path):
@@ -487,7 +511,7 @@ def test_disk_full_on_a_real_tiny_filesystem(capsys, trained, tmp_path, one_thre
         shutil.copytree(trained, res)  # two checkpoints of ~1.1 MB: the third does not fit
         before = tree_digest(res / "runs" / "v" / "checkpoints")
         check(capsys, 1, ["train", "vdm", "--dataset", "shapes", *TINY, "--steps", "4", "--ckpt-every", "1",
-                          "--results", res, "--name", "v", "--resume", "--keep-checkpoints", "2"], "disk is full")
+                          "--results", res, "--name", "v", "--resume"], "disk is full")
         after = tree_digest(res / "runs" / "v" / "checkpoints")
         for name, data in before.items():
             if name.startswith("step-") and name in after:
@@ -524,7 +548,7 @@ def test_corrupt_stats_cache_and_records_are_survived(capsys, metrics_env):
     assert code == 0, err
     rec = json.loads(next((res / "records").glob("*.json")).read_text())
     for p in (metrics_env / "cache" / "stats").glob("*.npz"):
-        p.write_bytes(b"garbage")  # a foreign/torn cache entry is recomputed, not trusted
+        p.write_bytes(p.read_bytes()[:200])  # a foreign/torn cache entry is recomputed, not trusted
     (res / "records" / "zz-hand-edited.json").write_text("{not json")
     code, _, err = cli(capsys, "evaluate", "r", "--metrics", "fvd_rel", "--results", res, "--batch-size", "4")
     assert code == 0, err
@@ -537,9 +561,53 @@ def test_corrupt_stats_cache_and_records_are_survived(capsys, metrics_env):
 
 def test_real_console_script_prints_no_traceback(tmp_path):
     """End to end through ``python -m vfbench`` (no in-process shortcuts)."""
-    r = vfbench(["train", "vdn", "--results", tmp_path])
-    assert_clean_error(r.stderr, r.returncode, 2, "did you mean 'vdm'")
     r = vfbench(["evaluate", "--samples", tmp_path / "nope", "--dataset", "shapes", "--results", tmp_path])
     assert_clean_error(r.stderr, r.returncode, 1, "nope")
     r = vfbench(["--debug", "evaluate", "--samples", tmp_path / "nope", "--dataset", "shapes"])
     assert r.returncode == 1 and "Traceback" in r.stderr  # --debug shows it
+
+
+def test_disk_full_while_writing_a_sample_shard_then_resume(capsys, trained, tmp_path, monkeypatch, one_thread):
+    import vfbench.atomic as atomic
+
+    res = tmp_path / "res"
+    shutil.copytree(trained, res)
+    cmd = ["sample", "v", "--num", "4", "--batch-size", "2", "--control", "steps=2", "--tag", "full-disk",
+           "--no-preview", "--no-progress", "--device", "cpu", "--results", res]
+    monkeypatch.setattr(atomic, "os", atomic.os)
+    install_faults("enospc:shard-00001.npy:1")
+    check(capsys, 1, cmd, "shard-00001.npy", "disk is full")
+    out = res / "runs" / "v" / "samples" / "full-disk"
+    shard0 = (out / "shard-00000.npy").read_bytes()
+    assert not (out / "shard-00001.npy").exists() and not list(out.glob(".*.tmp"))
+    monkeypatch.undo()  # space freed: the same command finishes the job without redrawing shard 0
+    code, _, err = cli(capsys, *cmd)
+    assert code == 0, err
+    assert (out / "shard-00000.npy").read_bytes() == shard0
+    assert json.loads((out / "manifest.json").read_text())["drawn_now"] == [1]
+
+
+def test_disk_full_while_appending_to_log_csv(capsys, trained, tmp_path, monkeypatch, one_thread):
+    """log.csv is appended with a plain open() (not vfbench.atomic): a full disk there must still be
+    one clear line (the CLI's OSError handler), and the checkpoints stay intact."""
+    import builtins
+    import errno
+
+    import vfbench.training as training
+
+    res = tmp_path / "res"
+    shutil.copytree(trained, res)
+    real_open = builtins.open
+
+    def full_open(file, mode="r", *a, **kw):
+        if str(file).endswith("log.csv") and "a" in mode:
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real_open(file, mode, *a, **kw)
+
+    monkeypatch.setattr(training, "open", full_open, raising=False)
+    before = tree_digest(res / "runs" / "v" / "checkpoints")
+    check(capsys, 1, ["train", "vdm", "--dataset", "shapes", *TINY, "--steps", "3", "--ckpt-every", "1",
+                      "--log-every", "1", "--results", res, "--name", "v", "--resume"], "log.csv", "disk is full")
+    after = tree_digest(res / "runs" / "v" / "checkpoints")
+    assert {k: v for k, v in after.items() if k.startswith("step-0000001") or k.startswith("step-0000002")} == \
+        {k: v for k, v in before.items() if k.startswith("step-")}

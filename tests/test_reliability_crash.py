@@ -43,7 +43,7 @@ def _log_losses(run_dir: Path):
 
 
 def _train_lane(res: Path, base, obs) -> None:
-    """Run ``a``: killed four ways, resumed each time."""
+    """Run ``a``: killed mid-write by a hook, killed from outside, torn in place; resumed each time."""
     ck = res / "runs" / "a" / "checkpoints"
     # 1. killed while checkpoint 3 is being written: only a torn temp file of it exists
     r = run([*base, "--name", "a"], VFB_FAULT="tear:step-0000003.pt:1")
@@ -51,12 +51,7 @@ def _train_lane(res: Path, base, obs) -> None:
     obs["torn_tmp"] = sorted(p.name for p in ck.glob(".step-0000003.pt.*.tmp"))
     obs["after1"] = (sorted(p.name for p in ck.glob("step-*.pt")), _latest(ck))
 
-    # 2. resumed; killed after checkpoint 4 is in place, before latest.json is updated
-    r = run([*base, "--name", "a", "--resume"], VFB_FAULT="kill-after:step-0000004.pt:1")
-    assert r.returncode == SIGKILLED, r.stderr
-    obs["after2"] = (sorted(p.name for p in ck.glob("step-*.pt")), _latest(ck))
-
-    # 3. resumed; SIGKILLed from outside as soon as checkpoint 5 starts to be written
+    # 2. resumed; SIGKILLed from outside as soon as checkpoint 5 starts to be written
     p = spawn([*base, "--name", "a", "--resume"])
     how = "finished"
     deadline = time.time() + 200
@@ -72,13 +67,13 @@ def _train_lane(res: Path, base, obs) -> None:
     r = finish(p)
     obs["external_kill"] = (how, r.returncode)
 
-    # 4. the newest checkpoint is torn in place: resume must skip it (with a warning)
+    # 3. the newest checkpoint is torn in place: resume must skip it (with a warning)
     newest = max(ck.glob("step-*.pt"))
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 3])
-    obs["torn_in_place"] = newest.name
+    obs["torn_in_place"] = (newest.name, data[: len(data) // 3])
 
-    # 5. resume to the end
+    # 4. resume to the end
     r = run([*base, "--name", "a", "--resume"])
     assert r.returncode == 0, r.stderr
     obs["final_stderr"] = r.stderr
@@ -101,18 +96,48 @@ def _sample_lane(res: Path, base, obs) -> None:
     assert exit_codes(r.stdout) == [0, 0], r.stderr
 
 
+def _other_lane(res: Path, base, obs) -> None:
+    """Run ``b``: killed after checkpoint 4 is in place but before ``latest.json`` points at it,
+    resumed; then an evaluation killed after its second record, rerun."""
+    ck = res / "runs" / "b" / "checkpoints"
+    r = run([*base, "--name", "b"], VFB_FAULT="kill-after:step-0000004.pt:1")
+    assert r.returncode == SIGKILLED, r.stderr
+    obs["after2"] = (sorted(p.name for p in ck.glob("step-*.pt")), _latest(ck))
+    r = run([*base, "--name", "b", "--resume"])
+    assert r.returncode == 0, r.stderr
+    _eval_lane(res.parent / "eval", obs)
+
+
+def _eval_lane(tmp: Path, obs) -> None:
+    """Evaluation of three metrics killed right after its second record, then ``evaluate --all``."""
+    res, cache, log = tmp / "res", tmp / "cache", tmp / "calls.log"
+    make_samples_run(res, "r")
+    env = dict(VFB_TEST_METRICS="1", VFBENCH_CACHE=str(cache), VFB_CALL_LOG=str(log))
+    metrics = ["--metrics", "fvd_rel,kvd_rel,is_rel", "--results", str(res), "--batch-size", "4"]
+    r = run(["evaluate", "r", *metrics], VFB_FAULT="kill-after:/records/:2", **env)
+    assert r.returncode == SIGKILLED, r.stderr
+    obs["eval_before"] = tree_digest(res / "records")
+    log.unlink()
+    r = run(["evaluate", "--all", *metrics], **env)
+    assert exit_codes(r.stdout) == [0], r.stderr
+    obs["eval_after"] = tree_digest(res / "records")
+    obs["eval_calls"] = log.read_text().split()
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
-    """Lane 1 trains run ``a`` to step 6 through four SIGKILLs; lane 2 trains ``ref`` to step 6
-    uninterrupted and samples it through a kill. The lanes run side by side (wall time)."""
+    """Lane 1 trains run ``a`` to step 6 through two SIGKILLs and a torn file; lane 2 trains ``ref``
+    to step 6 uninterrupted and samples it through a kill; lane 3 trains ``b`` through a third kind
+    of kill, then kills an evaluation. The lanes run side by side (wall time)."""
     from concurrent.futures import ThreadPoolExecutor
 
     res = tmp_path_factory.mktemp("crash") / "res"
     base = ["train", "vdm", "--dataset", "shapes", *TINY, "--ckpt-every", "1", "--log-every", "1",
             "--seed", "1", "--results", str(res), "--steps", "6"]
     obs = {"res": res, "ck": res / "runs" / "a" / "checkpoints"}
-    with ThreadPoolExecutor(2) as pool:
-        lanes = [pool.submit(_train_lane, res, base, obs), pool.submit(_sample_lane, res, base, obs)]
+    with ThreadPoolExecutor(3) as pool:
+        lanes = [pool.submit(_train_lane, res, base, obs), pool.submit(_sample_lane, res, base, obs),
+                 pool.submit(_other_lane, res, base, obs)]
         for f in lanes:
             f.result()
     return obs
@@ -131,12 +156,14 @@ def test_resume_after_every_kill_matches_uninterrupted_run_bit_for_bit(chain):
     how, code = chain["external_kill"]
     assert code in (SIGKILLED, 0)
     assert "skipping unusable checkpoint" in chain["final_stderr"] or how == "finished"
-    a, ref = res / "runs" / "a", res / "runs" / "ref"
-    assert_same_state(a / "checkpoints" / "step-0000006.pt", ref / "checkpoints" / "step-0000006.pt")
-    # log.csv: every step exactly once, with the losses of the uninterrupted run
-    assert _log_losses(a) == _log_losses(ref)
-    assert [s for s, _ in _log_losses(a)] == [1, 2, 3, 4, 5, 6]
-    assert json.loads((a / "summary.json").read_text())["steps"] == 6
+    ref = res / "runs" / "ref"
+    for name in ("a", "b"):
+        run_dir = res / "runs" / name
+        assert_same_state(run_dir / "checkpoints" / "step-0000006.pt", ref / "checkpoints" / "step-0000006.pt")
+        # log.csv: every step exactly once, with the losses of the uninterrupted run
+        assert _log_losses(run_dir) == _log_losses(ref)
+        assert [s for s, _ in _log_losses(run_dir)] == [1, 2, 3, 4, 5, 6]
+        assert json.loads((run_dir / "summary.json").read_text())["steps"] == 6
 
 
 def test_resume_removes_stale_checkpoint_temp_files(chain):
@@ -161,24 +188,19 @@ def test_sampling_killed_mid_shard_resumes_only_missing_shards(chain):
         assert a.dtype == np.uint8 and a.shape == (2, 4, 3, 8, 8) and np.array_equal(a, b)
 
 
-def test_evaluation_killed_after_a_record_keeps_it_and_resumes(tmp_path):
-    res, cache = tmp_path / "res", tmp_path / "cache"
-    make_samples_run(res, "r")
-    env = dict(VFB_TEST_METRICS="1", VFBENCH_CACHE=str(cache), VFB_CALL_LOG=str(tmp_path / "calls.log"))
-    metrics = ["--metrics", "fvd_rel,kvd_rel,is_rel", "--results", str(res), "--batch-size", "4"]
-    r = run(["evaluate", "r", *metrics], VFB_FAULT="kill-after:/records/:2", **env)
-    assert r.returncode == SIGKILLED, r.stderr
-    recs = sorted((res / "records").glob("*.json"))
-    assert len(recs) == 2
-    before = tree_digest(res / "records")
+def test_evaluation_killed_after_a_record_keeps_it_and_resumes(chain):
+    before, after = chain["eval_before"], chain["eval_after"]
     assert sorted(json.loads(v)["metric"] for v in before.values()) == ["fvd_rel", "kvd_rel"]
-
-    (tmp_path / "calls.log").unlink()
-    r = run(["evaluate", "--all", *metrics], **env)
-    assert exit_codes(r.stdout) == [0], r.stderr
-    after = tree_digest(res / "records")
     assert {k: v for k, v in after.items() if k in before} == before  # finished records untouched
     new = [json.loads(v) for k, v in after.items() if k not in before]
     assert [x["metric"] for x in new] == ["is_rel"]
-    calls = (tmp_path / "calls.log").read_text().split()
-    assert "real" not in calls  # nothing recomputed on the real side
+    assert "real" not in chain["eval_calls"]  # nothing recomputed on the real side
+
+
+@pytest.mark.xfail(strict=True, reason="vfbench/training.py: a resume skips a checkpoint it cannot load and then"
+                   " drop_after() deletes it; a file that failed for a transient reason (GPU out of memory under"
+                   " map_location, an NFS error, a newer torch) is lost for good. Fix: quarantine, not unlink")
+def test_unreadable_checkpoint_is_kept_aside_not_deleted(chain):
+    name, torn = chain["torn_in_place"]
+    kept = [p for p in chain["ck"].rglob("*") if p.is_file() and p.read_bytes() == torn]
+    assert kept, f"the unreadable {name} was deleted by the resume"

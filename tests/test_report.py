@@ -68,9 +68,11 @@ def make_store(root: Path) -> ResultsStore:
                                                "plans": [asdict(p) for p in plans], "metrics": metrics,
                                                "protocol": "mini"})
     (store.root / "bench").mkdir()
-    (store.root / "bench" / "efficiency.json").write_text(json.dumps(
-        {"rows": [{"generator": "vdm", "memory_GB": 2.0, "latency_s": 0.4},
-                  {"generator": "videofusion", "memory_GB": 1.5, "latency_s": 0.2}]}))
+    (store.root / "bench" / "efficiency.json").write_text(json.dumps(   # `vfbench bench efficiency` layout
+        {"benchmark": "efficiency", "paper_table4": {"memory_ratio": 0.781, "latency_ratio": 0.425},
+         "variants": {"vdm": {"params": 2e6, "step": {"median_s": 0.4}, "step_memory": {"peak_bytes": 2 ** 30}},
+                      "videofusion": {"params": 1.5e6, "step": {"median_s": 0.1},
+                                      "step_memory": {"peak_bytes": 2 ** 29}}}}))
     return store
 
 
@@ -117,6 +119,7 @@ def test_report_content(report):
     assert "disentangle_shapes" in text and "<b>0.75</b>" in text
     assert "100.0 ± 0.1" in text          # ablation cell: value ± the record's std
     assert "[99.00, 101.0]" in text       # confidence interval of a record
+    assert "VideoFusion / VDM" in text and "<td>0.25</td>" in text and "0.425" in text  # measured vs Table 4
     assert "123,456" not in text and "0.12M" in text   # parameter count
     # the rendered preview GIF is cached in the run dir for the next report
     assert list((store.runs_dir / "ablate-lambda-0.25-shapes-s0" / "report").glob("preview-*.gif"))

@@ -206,19 +206,48 @@ def read_json(path) -> Any:
         raise VfbenchError(f"{path} is not valid JSON ({exc}); delete or restore it") from None
 
 
-class FileLock:
-    """An exclusive advisory lock on ``path`` (created if missing), held across processes."""
+class LockHeld(VfbenchError):
+    """Another process holds a ``FileLock`` taken with ``blocking=False``."""
 
-    def __init__(self, path: os.PathLike | str):
+
+class FileLock:
+    """An exclusive advisory lock on ``path`` (created if missing), held across processes.
+
+    ``blocking=False`` raises ``LockHeld`` at once when another process holds it (``what``
+    describes the locked thing in that message); the holder's pid is written into the lock file so
+    the message can name it. The lock dies with its process (``flock``), so a SIGKILL never leaves
+    a stale lock behind.
+    """
+
+    def __init__(self, path: os.PathLike | str, *, blocking: bool = True, what: Optional[str] = None):
         self.path = Path(path)
+        self.blocking, self.what = blocking, what
         self._fd = None
 
     def __enter__(self) -> "FileLock":
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise _explain_oserror(self.path, exc) from exc
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if self.blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            try:
+                holder = os.pread(self._fd, 32, 0).decode("ascii", "replace").strip()
+            except OSError:
+                holder = ""
+            os.close(self._fd)
+            self._fd = None
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise LockHeld(f"{self.what or self.path} is in use by another process{who}; wait for it to finish"
+                           f" or stop it (its lock file: {self.path})") from None
+        if not self.blocking:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+                os.pwrite(self._fd, str(os.getpid()).encode(), 0)
         return self
 
     def __exit__(self, *exc) -> None:

@@ -42,11 +42,9 @@ import statistics
 import subprocess
 import sys
 import time
-import warnings
 import weakref
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
@@ -107,8 +105,9 @@ class LiveTensorBytes:
 
     ``peak`` is the maximum, over the block, of the bytes of storages allocated in it and not yet freed
     (what ``torch.cuda.max_memory_allocated`` measures on a GPU, relative to the start); ``current`` is
-    what is still alive at the end. Views and in-place results share their input's storage and are not
-    counted again; tensors that existed before the block (weights, inputs) are not counted.
+    what is still alive at the end. An operator output whose storage is one of the operator's inputs'
+    (a view, an in-place or ``out=`` result) is not a new allocation; tensors that existed before the
+    block (weights, inputs) are therefore never counted.
     """
 
     def __init__(self):
@@ -119,7 +118,7 @@ class LiveTensorBytes:
         class _Mode(TorchDispatchMode):
             def __torch_dispatch__(self, func, types, args=(), kwargs=None):
                 out = func(*args, **(kwargs or {}))
-                tracker._record(out)
+                tracker._record(out, (args, kwargs))
                 return out
 
         self._mode = _Mode()
@@ -136,22 +135,33 @@ class LiveTensorBytes:
             del self._live[key]
             self.current -= entry[0]
 
-    def _record(self, out) -> None:
+    @staticmethod
+    def _tensors(obj) -> List[torch.Tensor]:
         from torch.utils._pytree import tree_flatten
 
-        for t in tree_flatten(out)[0]:
-            if not isinstance(t, torch.Tensor):
+        return [t for t in tree_flatten(obj)[0] if isinstance(t, torch.Tensor)]
+
+    @staticmethod
+    def _key(t: torch.Tensor) -> Optional[int]:
+        try:
+            return t.untyped_storage()._cdata
+        except (RuntimeError, NotImplementedError):  # sparse / exotic tensors: not traced
+            return None
+
+    def _record(self, out, inputs) -> None:
+        outs = self._tensors(out)
+        if not outs:
+            return
+        input_keys = {self._key(t) for t in self._tensors(inputs)}
+        for t in outs:
+            key = self._key(t)
+            if key is None:
                 continue
-            try:
-                storage = t.untyped_storage()
-            except (RuntimeError, NotImplementedError):  # sparse / exotic tensors: not traced
-                continue
-            key = storage._cdata
             entry = self._live.get(key)
             if entry is None:
-                if self._preexisting(key):
+                if key in input_keys:  # a view / in-place result of a tensor from before the block
                     continue
-                nbytes = int(storage.nbytes())
+                nbytes = int(t.untyped_storage().nbytes())
                 self._live[key] = [nbytes, 1]
                 self.current += nbytes
                 self.peak = max(self.peak, self.current)
@@ -159,29 +169,12 @@ class LiveTensorBytes:
                 entry[1] += 1
             weakref.finalize(t, self._release, key)
 
-    def _preexisting(self, key: int) -> bool:
-        return key in self._outside
-
     def __enter__(self) -> "LiveTensorBytes":
-        # storages of tensors reachable before the block (module weights, inputs) are never counted
-        # (the storages are held until the block ends, so their addresses cannot be reused meanwhile)
-        self._outside = {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            objects = [o for o in gc.get_objects() if isinstance(o, torch.Tensor)]
-        for obj in objects:
-            if True:
-                try:
-                    st = obj.untyped_storage()
-                except (RuntimeError, NotImplementedError):
-                    continue
-                self._outside[st._cdata] = st
         self._mode.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         self._mode.__exit__(*exc)
-        self._outside = {}
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -246,15 +239,26 @@ def machine_info() -> Dict[str, Any]:
     return info
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with tuples as lists and non-finite floats (NaN, inf) as ``None``: strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_result(path, result: Dict[str, Any]) -> None:
-    """Write a benchmark result as JSON, atomically (a reader never sees a torn file)."""
+    """Write a benchmark result as strict JSON (no NaN), atomically (a reader never sees a torn file)."""
     from pathlib import Path
 
     from vfbench.atomic import atomic_write_json
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(path, result)
+    atomic_write_json(path, strict_json(result))
 
 
 def default_out(name: str) -> str:
@@ -701,6 +705,6 @@ def format_efficiency(res: Dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-__all__ = ["EfficiencyConfig", "efficiency", "format_efficiency", "analytic_costs", "LiveTensorBytes", "count_flops",
+__all__ = ["strict_json", "EfficiencyConfig", "efficiency", "format_efficiency", "analytic_costs", "LiveTensorBytes", "count_flops",
            "peak_bytes", "interleaved_times", "summarize", "matmul_flops_per_s", "machine_info", "write_result",
            "format_table", "default_out", "PAPER_TABLE4", "VARIANTS", "build_models"]

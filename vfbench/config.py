@@ -37,13 +37,23 @@ def load_config_file(path: Any) -> Dict[str, Any]:
 
             data = yaml.safe_load(text)
     except Exception as exc:
-        raise UsageError(f"config file {path} could not be parsed: {exc}") from None
+        raise UsageError(f"config file {path} could not be parsed: {_one_line_parse_error(exc)};"
+                         " fix the syntax (YAML, TOML or JSON by its extension)") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UsageError(f"config file {path} must contain a mapping of keys to values at the top level")
     return data
 
+
+
+def _one_line_parse_error(exc: Exception) -> str:
+    """A parser's message on one line (PyYAML's spans several, with a caret drawing)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 def _type_name(tp) -> str:

@@ -33,6 +33,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import zipfile
+import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -44,6 +46,9 @@ from vfbench.results import ResultsStore, default_cache_dir
 
 REAL_SELECTIONS = ("reference", "stylegan-v")
 SHARD_EXTS = (".npy", ".npz")
+# what np.load raises on a torn, truncated or foreign .npy/.npz (a truncated zip is BadZipFile,
+# a corrupt deflate stream zlib.error, neither of them an OSError/ValueError)
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def protocol_metrics(protocol: str, dataset: str) -> List[str]:
@@ -97,7 +102,7 @@ class SampleFolder:
                             a = z[k]
                             self._check_shape(p, a)
                             self.entries.append((p, "npz", k, int(a.shape[0])))
-                except (OSError, ValueError, EOFError) as exc:
+                except _NPZ_ERRORS as exc:
                     raise DataError(f"sample file {p} cannot be read ({exc}); delete it or re-create the samples") from None
         if not self.entries:
             try:
@@ -112,6 +117,12 @@ class SampleFolder:
             raise DataError(f"samples folder {self.path} holds no .npy/.npz shards or videos; run"
                             " `vfbench sample RUN --num N` or point --samples at a folder of generated clips")
         self._cache: Dict[Tuple[str, Optional[str]], Any] = {}
+        for p, kind, _key, _n in self.entries:  # clips shorter than the metric: name the file now
+            if kind == "npy":
+                t = int(self._open_npy(p).shape[1])
+                if t < frames:
+                    raise DataError(f"sample shard {p} holds clips of {t} frames but the metric needs {frames};"
+                                    " generate longer clips (--frames) or use a metric with fewer frames")
 
     @staticmethod
     def _check_shape(p: Path, a) -> None:
@@ -157,8 +168,12 @@ class SampleFolder:
             if kind == "npy":
                 self._cache[ck] = self._open_npy(p)
             elif kind == "npz":
-                with np.load(p, allow_pickle=False) as z:
-                    self._cache[ck] = z[key]
+                try:
+                    with np.load(p, allow_pickle=False) as z:
+                        self._cache[ck] = z[key]
+                except _NPZ_ERRORS as exc:
+                    raise DataError(f"sample file {p} cannot be read ({exc}); delete it or re-create the"
+                                    " samples") from None
             else:
                 self._cache[ck] = self._read_video(p)
         return self._cache[ck]
@@ -326,7 +341,7 @@ def _load_state(path: Path):
     try:
         with np.load(path, allow_pickle=False) as z:
             return stats_from_state({k: z[k] for k in z.files})
-    except (OSError, ValueError, EOFError, KeyError, UsageError):
+    except _NPZ_ERRORS + (KeyError, UsageError):
         return None  # corrupt or foreign: recompute and replace
 
 
@@ -399,6 +414,8 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
         raise UsageError("no reference dataset: pass --dataset NAME (the run's config.json names none)")
     if trials is not None and trials < 1:
         raise UsageError(f"--trials must be a positive integer, got {trials}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
     if bootstrap < 0:
         raise UsageError(f"--bootstrap must be 0 or a positive number of resamples, got {bootstrap}")
     dataset_name = _dataset_name(dataset)

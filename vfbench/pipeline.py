@@ -350,13 +350,14 @@ def latest_record(records: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def execute_all(store: ResultsStore, plans: Sequence[RunPlan], ev: EvalPlan, *, desc: str = "runs",
-                progress: bool = True) -> List[Outcome]:
-    """``execute`` every plan in order, with one overall progress bar."""
+                progress: bool = True, log: Callable[[str], None] = lambda s: None) -> List[Outcome]:
+    """``execute`` every plan in order, with one overall progress bar (messages go above the bar,
+    or to ``log`` without bars)."""
     from tqdm.auto import tqdm
 
     outcomes = []
     bar = tqdm(plans, desc=desc, unit="run", disable=not progress, leave=True)
     for plan in bar:
         bar.set_postfix_str(plan.name)
-        outcomes.append(execute(store, plan, ev, log=bar.write if progress else (lambda s: None), progress=progress))
+        outcomes.append(execute(store, plan, ev, log=bar.write if progress else log, progress=progress))
     return outcomes

@@ -7,6 +7,7 @@ Errors: a ``VfbenchError`` becomes one sentence on stderr and its exit code (2 f
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -54,6 +55,9 @@ def _debug(argv=None) -> bool:
     return "--debug" in args or os.environ.get("VFBENCH_DEBUG") == "1"
 
 
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR}
+
+
 def _parser_exceptions():
     """(exit, abort, usage/click) exception classes of click *and* of the click copy that Typer >= 0.17
     vendors as ``typer._click`` (whose classes do not derive from click's)."""
@@ -97,6 +101,24 @@ def main(argv=None) -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # a write outside vfbench.atomic (a log append, a library's own file): explain it
+        if _debug(argv) or exc.errno not in _WRITE_ERRNOS:
+            if _debug(argv):
+                raise
+            typer.echo(f"error: unexpected {type(exc).__name__}: {exc} (rerun with --debug for the traceback)", err=True)
+            sys.exit(1)
+        from pathlib import Path
+
+        from vfbench.atomic import _explain_oserror
+
+        where = Path(exc.filename or "(unknown file)")
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            msg = (f"permission denied on {where}; fix its permissions or choose another location with"
+                   " --results or VFBENCH_HOME")
+        else:
+            msg = str(_explain_oserror(where, exc))
+        typer.echo(f"error: {msg}", err=True)
+        sys.exit(1)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, never a traceback by default
         if _debug(argv):
             raise

@@ -47,7 +47,8 @@ def _run(spec_name: str, common: Dict[str, Any], extra: Optional[Dict[str, Any]]
     if spec_name == "compare":
         kwargs["dataset"] = opts.dataset
     store = ResultsStore.open(results)
-    table, paths = run_table(store, spec_name, opts, ev, spec_kwargs=kwargs, progress=progress)
+    table, paths = run_table(store, spec_name, opts, ev, spec_kwargs=kwargs, progress=progress,
+                             log=lambda s: typer.echo(s, err=True))
     typer.echo(table.to_markdown())
     typer.echo(f"table: {paths['md']}\n       {paths['csv']}")
 

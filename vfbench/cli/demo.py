@@ -16,11 +16,11 @@ from vfbench.cli import app
 @app.command("demo")
 def demo_cmd(
     quick: bool = typer.Option(False, "--quick", help="a ~2-minute smoke run (tiny models, few steps and samples)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run (default 300; quick 10)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="model size (default small; quick tiny)"),
-    size: Optional[int] = typer.Option(None, "--size", help="frame size in pixels (default 32; quick 16)"),
-    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="generated clips per run (default 256; quick 8)"),
-    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="DDIM steps when sampling (default 25; quick 4)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run (default 200; quick 10)"),
+    preset: Optional[str] = typer.Option(None, "--preset", help="model size: tiny (default), small or paper"),
+    size: Optional[int] = typer.Option(None, "--size", help="frame size in pixels (default 16)"),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="generated clips per run (default 64; quick 8); fewer than 256 renames the metrics"),
+    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="DDIM steps when sampling (default 10; quick 4)"),
     lambdas: Optional[str] = typer.Option(None, "--lambdas", help="lambda values of the short ablation (default 0.25,0.75)"),
     results: Optional[str] = typer.Option(None, "--results", help="results directory (default $VFBENCH_HOME or ./vfbench-results)"),
     config: Optional[str] = typer.Option(None, "--config", help="YAML/TOML/JSON file with any of these options"),
@@ -39,6 +39,6 @@ def demo_cmd(
             "sampling_steps": sampling_steps, "lambdas": lambdas}
     cfg = resolve(DemoConfig, config, over)
     store = ResultsStore.open(results)
-    path = run_demo(store, cfg, progress=progress, log=typer.echo)
+    path = run_demo(store, cfg, progress=progress, log=typer.echo, status=lambda s: typer.echo(s, err=True))
     if path is not None:
         typer.echo(f"report: {path}")

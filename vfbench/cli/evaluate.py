@@ -62,6 +62,10 @@ def evaluate_cmd(
     from vfbench.results import ResultsStore
 
     check_positive("--batch-size", batch_size)
+    if seed < 0:
+        raise UsageError(f"--seed must be a non-negative integer, got {seed}")
+    if bootstrap < 0:
+        raise UsageError(f"--bootstrap must be 0 or a positive number of resamples, got {bootstrap}")
     if trials is not None:
         check_positive("--trials", trials)
     if protocol is not None and protocol not in ("mini", "paper"):

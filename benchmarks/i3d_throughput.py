@@ -1,0 +1,370 @@
+"""I3D throughput: an optimised exact-fp32 inference path vs the straightforward eager one.
+
+Baseline (kept here, as written in ``metrics/i3d.py`` / ``metrics/i3d_extractor.py``): one clip at a time,
+``preprocess`` (TF1 legacy bilinear resize to 224, ``2x/255 - 1``) then ``I3D.forward`` in NCDHW under
+``torch.no_grad``.
+
+Optimised (``FastI3D`` below; same weights, same arithmetic type fp32, no TF32/bf16):
+
+* **batched**: ``--batch`` clips per forward, under ``torch.inference_mode``;
+* **channels-last (NDHWC)** activations throughout: 3x3x3 / 7x7x7 convolutions run as oneDNN
+  channels-last-3d convolutions (no layout reorders between layers), and every 1x1x1 convolution is a
+  single GEMM (``F.linear`` on the NDHWC tensor) instead of the slow NCDHW ``slow_conv3d`` path;
+* the **three 1x1x1 convolutions that read the same input** in each Inception block (Branch_0,
+  Branch_1's and Branch_2's reductions) are **merged into one GEMM**;
+* **BatchNorm folded** into the convolution (frozen statistics: ``w * gamma / sqrt(var + eps)``, bias
+  ``beta - mean * scale``), ReLU in place;
+* **max-pooling decomposed exactly**: a 3-D max over a box is a max along T, then H, then W (max is
+  exact in floating point), on strided views with TF "SAME" ``-inf`` padding: replaces
+  ``max_pool3d_with_indices``, which was ~40% of the baseline's CPU time;
+* the resize output is written straight into the NDHWC layout (no NCDHW copy).
+
+A third path, ``separable_pools``, is the baseline with only the max-pools replaced by the separable
+form (``with_separable_pools``): the minimal change proposed for ``metrics/i3d.py``, bit-identical.
+
+Exactness: logits of both paths on the same clips, max absolute difference reported (re-association of
+fp32 sums in the folded/merged convolutions gives differences around 1e-5 on logits of magnitude ~10).
+The FLOPs of one clip are counted (``torch.utils.flop_counter``) and compared with this CPU's fp32 matmul
+rate measured in the same run. Weights: the cached reference I3D weights when present, else random
+weights (stated in the result; speed does not depend on them). Threads: 1 by default.
+
+    python benchmarks/i3d_throughput.py --clips 4 --batch 4 --size 64 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+# -- the optimised network ----------------------------------------------------------------------
+
+def _fold(unit) -> tuple:
+    """(weight, bias) of a Unit3D with its frozen BatchNorm folded in."""
+    scale = torch.rsqrt(unit.moving_variance.double() + unit.bn_eps)
+    if unit.gamma is not None:
+        scale = scale * unit.gamma.double()
+    w = (unit.weight.double() * scale.view(-1, 1, 1, 1, 1)).float()
+    b = (unit.beta.double() - unit.moving_mean.double() * scale).float()
+    return w, b
+
+
+class _Conv(nn.Module):
+    """Conv (BN folded) + ReLU on NDHWC tensors ``[N, T, H, W, C]``; TF SAME padding."""
+
+    def __init__(self, units: List[nn.Module]):
+        super().__init__()
+        folded = [_fold(u) for u in units]  # several 1x1x1 units reading the same input: one GEMM
+        w = torch.cat([f[0] for f in folded])
+        b = torch.cat([f[1] for f in folded])
+        self.kernel, self.stride = units[0].kernel, units[0].stride
+        self.splits = [f[0].shape[0] for f in folded]
+        self.pointwise = self.kernel == (1, 1, 1) and self.stride == (1, 1, 1)
+        if self.pointwise:
+            self.register_buffer("weight", w.flatten(1).contiguous())  # [Cout, Cin]
+        else:
+            self.register_buffer("weight", w.contiguous(memory_format=torch.channels_last_3d))
+        self.register_buffer("bias", b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from vfbench.metrics.i3d import _as_f_pad, _same_pads
+
+        if self.pointwise:
+            return F.relu_(F.linear(x, self.weight, self.bias))
+        n, t, h, w, c = x.shape
+        pads = _same_pads((n, c, t, h, w), self.kernel, self.stride)
+        xc = x.permute(0, 4, 1, 2, 3)  # an NCDHW view with channels-last-3d strides
+        if all(f == b for f, b in pads):
+            y = F.conv3d(xc, self.weight, self.bias, self.stride, tuple(f for f, _ in pads))
+        else:
+            xc = F.pad(xc, _as_f_pad(pads)).contiguous(memory_format=torch.channels_last_3d)
+            y = F.conv3d(xc, self.weight, self.bias, self.stride)
+        return F.relu_(y.permute(0, 2, 3, 4, 1))  # NDHWC view (contiguous for channels-last output)
+
+
+def _max_pool_ndhwc(x: torch.Tensor, kernel, stride) -> torch.Tensor:
+    """TF SAME max-pool of ``[N, T, H, W, C]``: separable (T, then H, then W), -inf padding; exact."""
+    from vfbench.metrics.i3d import _same_pads
+
+    n, t, h, w, c = x.shape
+    pads = _same_pads((n, c, t, h, w), kernel, stride)
+    if any(f or b for f, b in pads):
+        (tf_, tb), (hf, hb), (wf, wb) = pads
+        x = F.pad(x, (0, 0, wf, wb, hf, hb, tf_, tb), value=float("-inf"))
+    return _separable_max(x, (1, 2, 3), kernel, stride)
+
+
+def _max_pool_ncdhw(x: torch.Tensor, kernel, stride) -> torch.Tensor:
+    """The same separable max-pool on ``[N, C, T, H, W]`` (a drop-in for ``MaxPool3dSame.forward``;
+    bit-identical to it, since a max is exact)."""
+    from vfbench.metrics.i3d import _as_f_pad, _same_pads
+
+    pads = _same_pads(x.shape, kernel, stride)
+    if any(f or b for f, b in pads):
+        x = F.pad(x, _as_f_pad(pads), value=float("-inf"))
+    return _separable_max(x, (2, 3, 4), kernel, stride)
+
+
+def _separable_max(x: torch.Tensor, dims, kernel, stride) -> torch.Tensor:
+    """Max over a (kt, kh, kw) box with stride, VALID, as three 1-D maxima over strided views."""
+    for dim, k, s in zip(dims, kernel, stride):
+        if k == 1 and s == 1:
+            continue
+        size = x.shape[dim]
+        out = (size - k) // s + 1
+        y = None
+        for j in range(k):
+            sl = x.narrow(dim, j, (out - 1) * s + 1)
+            if s > 1:
+                idx = [slice(None)] * 5
+                idx[dim] = slice(None, None, s)
+                sl = sl[tuple(idx)]
+            y = sl.clone(memory_format=torch.contiguous_format) if y is None else torch.maximum(y, sl, out=y)
+        x = y
+    return x
+
+
+class _PoolNCDHW(nn.Module):
+    def __init__(self, pool):
+        super().__init__()
+        self.kernel, self.stride = pool.kernel, pool.stride
+
+    def forward(self, x):
+        return _max_pool_ncdhw(x, self.kernel, self.stride)
+
+
+def with_separable_pools(net):
+    """A copy of ``net`` (the unchanged I3D) whose max-pools are the separable ones: the minimal,
+    bit-identical change proposed for ``metrics/i3d.py``."""
+    from vfbench.metrics.i3d import MaxPool3dSame
+
+    net = copy.deepcopy(net)
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, MaxPool3dSame):
+                setattr(module, name, _PoolNCDHW(child))
+    return net
+
+
+class _Pool(nn.Module):
+    def __init__(self, pool):
+        super().__init__()
+        self.kernel, self.stride = pool.kernel, pool.stride
+
+    def forward(self, x):
+        return _max_pool_ndhwc(x, self.kernel, self.stride)
+
+
+class _Inception(nn.Module):
+    def __init__(self, block):
+        super().__init__()
+        b2 = list(block.Branch_2.values())
+        self.reduce = _Conv([block.Branch_0["Conv3d_0a_1x1"], block.Branch_1["Conv3d_0a_1x1"], b2[0]])
+        self.b1 = _Conv([block.Branch_1["Conv3d_0b_3x3"]])
+        self.b2 = _Conv([b2[1]])
+        self.pool = _Pool(block.branch3_pool)
+        self.b3 = _Conv([block.Branch_3["Conv3d_0b_1x1"]])
+
+    def forward(self, x):
+        y0, y1, y2 = self.reduce(x).split(self.reduce.splits, dim=-1)
+        return torch.cat([y0, self.b1(y1.contiguous()), self.b2(y2.contiguous()), self.b3(self.pool(x))], dim=-1)
+
+
+class FastI3D(nn.Module):
+    """The same function as ``I3D`` on uint8-derived float input, reorganised for CPU throughput."""
+
+    ORDER = ("Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3", "MaxPool3d_3a_3x3", "Mixed_3b",
+             "Mixed_3c", "MaxPool3d_4a_3x3", "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f",
+             "MaxPool3d_5a_2x2", "Mixed_5b", "Mixed_5c")
+
+    def __init__(self, net):
+        super().__init__()
+        from vfbench.metrics.i3d import InceptionBlock, MaxPool3dSame, Unit3D
+
+        layers = []
+        for name in self.ORDER:
+            m = getattr(net, name)
+            if isinstance(m, Unit3D):
+                layers.append(_Conv([m]))
+            elif isinstance(m, MaxPool3dSame):
+                layers.append(_Pool(m))
+            elif isinstance(m, InceptionBlock):
+                layers.append(_Inception(m))
+            else:
+                raise TypeError(f"unexpected I3D layer {name}: {type(m).__name__}")
+        self.layers = nn.ModuleList(layers)
+        self.logits = copy.deepcopy(net.Logits)
+        self.requires_grad_(False)
+        self.eval()
+
+    def forward(self, x_ndhwc: torch.Tensor) -> torch.Tensor:
+        x = x_ndhwc
+        for layer in self.layers:
+            x = layer(x)
+        logits = self.logits(x.permute(0, 4, 1, 2, 3).contiguous())  # [B, 400, T', 1, 1]
+        return logits.squeeze(-1).squeeze(-1).mean(dim=2)
+
+
+def preprocess_ndhwc(clips: torch.Tensor, resize: str = "tf1-legacy-bilinear") -> torch.Tensor:
+    """uint8 ``[B, T, C, H, W]`` -> float32 ``[B, T, 224, 224, 3]`` in [-1, 1]: the same values as
+    ``i3d_extractor.preprocess``, laid out channels-last."""
+    from vfbench.metrics.i3d_extractor import SIZE
+    from vfbench.metrics.tf_resize import resize_bilinear_tf1
+
+    b, t, c, h, w = clips.shape
+    frames = clips.reshape(b * t, c, h, w)
+    if (h, w) == (SIZE, SIZE):
+        frames = frames.to(torch.float32)
+    elif resize == "tf1-legacy-bilinear":
+        frames = resize_bilinear_tf1(frames, (SIZE, SIZE))
+    else:
+        frames = F.interpolate(frames.to(torch.float32), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
+    out = frames.reshape(b, t, c, SIZE, SIZE).permute(0, 1, 3, 4, 2)
+    return (2.0 * out / 255.0 - 1.0).contiguous()
+
+
+# -- the benchmark ----------------------------------------------------------------------------------
+
+def load_net(random_weights: bool = False):
+    """(I3D with the cached reference weights, description), or random weights when none are cached."""
+    from vfbench.metrics.i3d import I3D
+
+    if not random_weights:
+        try:
+            from vfbench.metrics.i3d_weights import fetch_i3d, load_i3d_weights
+
+            w = load_i3d_weights(fetch_i3d(offline=True, progress=None))
+            net = I3D(bn_eps=1e-3, bn_scale=w.bn_scale)
+            net.load_state_dict(w.state)
+            return net.eval(), f"reference weights ({w.path.name}, sha256 {w.sha256[:12]})"
+        except Exception as exc:  # noqa: BLE001 - any failure: fall back to random weights, stated
+            note = f"random weights (reference weights unavailable: {str(exc)[:80]})"
+    else:
+        note = "random weights (asked for)"
+    g = torch.Generator().manual_seed(0)
+    net = I3D()
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            if p.ndim == 5:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=g) * (2.0 / fan_in) ** 0.5)
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+        for name, b in net.named_buffers():
+            if name.endswith("moving_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+            elif name.endswith("moving_variance"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+    return net.eval(), note
+
+
+def run(clips: int = 4, batch: int = 4, frames: int = 16, size: int = 64, repeats: int = 3, threads: int = 1,
+        random_weights: bool = False, matmul_n: int = 1024) -> Dict:
+    from vfbench.bench import count_flops, interleaved_times, machine_info, matmul_flops_per_s, summarize
+    from vfbench.metrics.i3d_extractor import preprocess
+
+    old = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        net, weights_note = load_net(random_weights)
+        fast = FastI3D(net)
+        pooled = with_separable_pools(net)
+        g = torch.Generator().manual_seed(0)
+        data = torch.randint(0, 256, (clips, frames, 3, size, size), dtype=torch.uint8, generator=g)
+
+        def baseline():
+            out = []
+            with torch.no_grad():
+                for i in range(clips):
+                    out.append(net(preprocess(data[i:i + 1])))
+            return torch.cat(out)
+
+        def separable_pools():  # the baseline with only the max-pools replaced (bit-identical)
+            out = []
+            with torch.no_grad():
+                for i in range(clips):
+                    out.append(pooled(preprocess(data[i:i + 1])))
+            return torch.cat(out)
+
+        def optimised():
+            out = []
+            with torch.inference_mode():
+                for s in range(0, clips, batch):
+                    out.append(fast(preprocess_ndhwc(data[s:s + batch])))
+            return torch.cat(out)
+
+        ref, new, pool_only = baseline(), optimised(), separable_pools()
+        max_abs = float((ref - new).abs().max())
+        rel = max_abs / float(ref.abs().max())
+        times = interleaved_times({"baseline": baseline, "separable_pools": separable_pools, "optimised": optimised},
+                                  repeats=repeats, warmup=0)
+        r = {k: summarize(v) for k, v in times.items()}
+        with torch.device("meta"):
+            from vfbench.metrics.i3d import I3D
+
+            meta_net = I3D()
+        flops = count_flops(lambda: meta_net(torch.empty(1, 3, frames, 224, 224, device="meta")))
+        peak = matmul_flops_per_s(matmul_n)
+        for k in r:
+            r[k]["videos_per_s"] = clips / r[k]["median_s"]
+            r[k]["gflops_per_s"] = flops * r[k]["videos_per_s"] / 1e9
+            r[k]["fraction_of_matmul_rate"] = r[k]["gflops_per_s"] * 1e9 / peak
+        return {"benchmark": "i3d_throughput",
+                "config": dict(clips=clips, batch=batch, frames=frames, size=size, repeats=repeats, threads=threads,
+                               weights=weights_note, precision="fp32 (no TF32 / reduced precision)"),
+                "machine": machine_info(), "flops_per_clip": flops, "matmul_gflops_per_s": peak / 1e9,
+                "max_abs_logit_diff": max_abs, "max_rel_logit_diff": rel, "max_abs_logit": float(ref.abs().max()),
+                "same_argmax": bool(torch.equal(ref.argmax(1), new.argmax(1))),
+                "separable_pools_bit_identical": bool(torch.equal(ref, pool_only)),
+                "baseline": r["baseline"], "separable_pools": r["separable_pools"], "optimised": r["optimised"],
+                "speedup": r["optimised"]["videos_per_s"] / r["baseline"]["videos_per_s"],
+                "separable_pools_speedup": r["separable_pools"]["videos_per_s"] / r["baseline"]["videos_per_s"]}
+    finally:
+        torch.set_num_threads(old)
+
+
+def table(res: Dict) -> str:
+    from vfbench.bench import format_table
+
+    c = res["config"]
+    rows = [[k, res[k]["videos_per_s"], res[k]["gflops_per_s"], res[k]["fraction_of_matmul_rate"]]
+            for k in ("baseline", "separable_pools", "optimised") if k in res]
+    head = (f"I3D throughput: {c['clips']} clips {c['frames']}x{c['size']}x{c['size']} -> 224, batch {c['batch']}, "
+            f"threads {c['threads']}, {c['weights']}; {res['flops_per_clip'] / 1e9:.1f} GFLOP/clip; fp32 matmul "
+            f"{res['matmul_gflops_per_s']:.1f} GFLOP/s; speedup {res['speedup']:.2f}x; max |logit diff| "
+            f"{res['max_abs_logit_diff']:.2e} (max |logit| {res['max_abs_logit']:.1f})")
+    if "separable_pools" in res:
+        head += (f"\nseparable_pools = the baseline with only the max-pools replaced: "
+                 f"{res['separable_pools_speedup']:.2f}x, bit-identical: {res['separable_pools_bit_identical']}")
+    return head + "\n" + format_table(rows, ["path", "videos/s", "GFLOP/s", "fraction of matmul rate"])
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Dict:
+    from vfbench.bench import default_out, write_result
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--clips", type=int, default=4)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--frames", type=int, default=16)
+    p.add_argument("--size", type=int, default=64, help="input frame size (resized to 224 as the protocol does)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--random-weights", action="store_true")
+    p.add_argument("--out", default=None)
+    a = p.parse_args(argv)
+    res = run(a.clips, a.batch, a.frames, a.size, a.repeats, a.threads, a.random_weights)
+    print(table(res))
+    out = a.out or default_out("i3d_throughput")
+    write_result(out, res)
+    print(f"result: {out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

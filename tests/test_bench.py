@@ -1,0 +1,224 @@
+"""Benchmarks: correctness only (tiny sizes, well-formed JSON, optimised paths agree with baselines).
+
+Speed is never asserted here (the machine is shared and noisy); the ratios live in benchmarks/.
+"""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def roundtrip(res, tmp_path):
+    from vfbench.bench import write_result
+
+    path = tmp_path / "r.json"
+    write_result(path, res)
+
+    def no_constants(name):
+        raise AssertionError(f"non-standard JSON constant {name} in a benchmark result")
+
+    return json.loads(path.read_text(), parse_constant=no_constants)
+
+
+# -- measuring tools ----------------------------------------------------------------------------
+
+def test_live_tensor_bytes_counts_allocations_not_views_or_inputs():
+    from vfbench.bench import LiveTensorBytes
+
+    x = torch.randn(100, 100)  # 40 kB, exists before: not counted
+
+    def f():
+        a = x @ x            # +40 kB
+        v = a.view(-1)       # view: +0
+        b = v + 1            # +40 kB  -> peak 80 kB
+        del a, v
+        c = b.mul_(2)        # in place: +0
+        return c.sum()       # +4 B
+
+    with torch.inference_mode(), LiveTensorBytes() as trace:
+        out = f()
+    assert trace.peak == 80_000 + 4 or trace.peak == 80_000
+    del out
+    assert trace.current <= 80_000
+
+
+def test_live_tensor_bytes_on_meta_device():
+    from vfbench.bench import LiveTensorBytes
+
+    with LiveTensorBytes() as trace:
+        a = torch.empty(1000, device="meta")
+        b = a * 2
+        del a
+        c = b + 1
+    assert trace.peak == 8000 and c.device.type == "meta"
+
+
+def test_interleaved_times_and_summary():
+    from vfbench.bench import interleaved_times, summarize
+
+    order = []
+    t = interleaved_times({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4 and len(t["a"]) == 3
+    s = summarize([1.0, 3.0, 2.0])
+    assert s["median_s"] == 2.0 and s["spread"] == 1.0
+
+
+# -- Table 4 ----------------------------------------------------------------------------------------
+
+def test_analytic_costs_same_base_net():
+    from vfbench.bench import analytic_costs
+
+    a = analytic_costs("small", 16, 32, 1)
+    assert 0.4 < a["flops_per_step_ratio"] < 0.7  # one base frame + 15 narrower residual frames
+    assert 0 < a["peak_activation_bytes_ratio"] < 1
+    assert a["vdm"]["params"] > 0 and a["videofusion"]["params"] > a["vdm"]["params"] * 0.5
+
+
+def test_efficiency_tiny_is_well_formed(tmp_path):
+    from vfbench.bench import efficiency, format_efficiency
+
+    res = efficiency(preset="tiny", frames=4, size=8, repeats=1, sample_steps=1, warmup=0,
+                     analytic_preset="tiny", analytic_size=8)
+    back = roundtrip(res, tmp_path)
+    for k in ("flops", "step_latency", "sample_latency", "step_memory", "train_step", "train_memory"):
+        assert back["ratios"][k] > 0
+    assert back["variants"]["vdm"]["step_memory"]["peak_bytes"] > 0
+    assert set(back["breakdown"]) and back["analytic"]["preset"] == "tiny"
+    text = format_efficiency(res)
+    assert "VF / VDM" in text and "0.425" in text
+
+
+def test_efficiency_rejects_bad_options():
+    from vfbench.bench import efficiency
+    from vfbench.errors import UsageError
+
+    with pytest.raises(UsageError, match="preset"):
+        efficiency(preset="huge")
+    with pytest.raises(UsageError, match="frames"):
+        efficiency(frames=1)
+    with pytest.raises(UsageError, match="unknown efficiency option"):
+        efficiency(colour="blue")
+
+
+def test_cli_bench_efficiency_and_analytic(tmp_path):
+    from typer.testing import CliRunner
+
+    from vfbench.cli import app
+
+    out = tmp_path / "eff.json"
+    r = CliRunner().invoke(app, ["bench", "efficiency", "--preset", "tiny", "--frames", "4", "--size", "8",
+                                 "--repeats", "1", "--sample-steps", "1", "--no-train", "--no-breakdown",
+                                 "--no-analytic", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["benchmark"] == "efficiency"
+    r = CliRunner().invoke(app, ["bench", "analytic", "--preset", "tiny", "--size", "8", "--frames", "4"])
+    assert r.exit_code == 0 and "GFLOPs" in r.output
+
+
+# -- I3D: the optimised path computes the same function ------------------------------------------
+
+def test_fast_i3d_parts_match_the_reference_layers():
+    m = load_script("i3d_throughput")
+    from vfbench.metrics.i3d import InceptionBlock, MaxPool3dSame, Unit3D
+
+    g = torch.Generator().manual_seed(0)
+
+    def rand_(module):
+        with torch.no_grad():
+            for name, p in list(module.named_parameters()) + list(module.named_buffers()):
+                p.copy_(torch.rand(p.shape, generator=g) + 0.5 if name.endswith("variance") else
+                        0.3 * torch.randn(p.shape, generator=g))
+        return module
+
+    x = torch.randn(2, 8, 5, 9, 7, generator=g)  # NCDHW, odd sizes exercise SAME padding
+    nd = x.permute(0, 2, 3, 4, 1).contiguous()
+    for kernel, stride in (((3, 3, 3), (1, 1, 1)), ((1, 3, 3), (1, 2, 2)), ((2, 2, 2), (2, 2, 2)), ((3, 3, 3), (2, 2, 2))):
+        ref = MaxPool3dSame(kernel, stride)(x)
+        got = m._max_pool_ndhwc(nd, kernel, stride).permute(0, 4, 1, 2, 3)
+        assert torch.equal(ref, got)  # max is exact
+        assert torch.equal(ref, m._max_pool_ncdhw(x, kernel, stride))
+    for kernel, stride in (((1, 1, 1), (1, 1, 1)), ((3, 3, 3), (1, 1, 1)), ((7, 7, 7), (2, 2, 2))):
+        unit = rand_(Unit3D(8, 6, kernel, stride)).eval()
+        with torch.no_grad():
+            ref = unit(x)
+        got = m._Conv([unit])(nd).permute(0, 4, 1, 2, 3)
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+    block = rand_(InceptionBlock(8, (4, 3, 5, 2, 3, 4))).eval()
+    with torch.no_grad():
+        ref = block(x)
+    got = m._Inception(block)(nd).permute(0, 4, 1, 2, 3)
+    torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_preprocess_ndhwc_matches_reference_preprocess():
+    m = load_script("i3d_throughput")
+    from vfbench.metrics.i3d_extractor import preprocess
+
+    clips = torch.randint(0, 256, (2, 3, 3, 20, 28), dtype=torch.uint8)
+    assert torch.equal(preprocess(clips).permute(0, 2, 3, 4, 1), m.preprocess_ndhwc(clips))
+
+
+# -- the other benchmark scripts run and agree with their baselines ---------------------------------
+
+def test_sampling_throughput_tiny(tmp_path):
+    m = load_script("sampling_throughput")
+    res = roundtrip(m.run(preset="tiny", frames=4, size=8, num=2, steps=1, repeats=1), tmp_path)
+    assert set(res["generators"]) == {"vdm", "videofusion", "vidm"}
+    for r in res["generators"].values():
+        assert r["max_abs_uint8_diff"] <= 1 and r["speedup"] > 0
+    assert "speedup" in m.table(res)
+
+
+def test_data_cache_gives_identical_clips(tmp_path):
+    pytest.importorskip("av")
+    m = load_script("data_cache")
+    res = roundtrip(m.run(videos=2, length=12, height=32, width=40, size=16, frames=4, repeats=1), tmp_path)
+    assert res["identical"] is True and res["clips"] == 2 and res["speedup"] > 0
+    assert "clips/s" in m.table(res)
+
+
+def test_eval_cache_same_value(tmp_path, monkeypatch):
+    monkeypatch.setenv("VFBENCH_CACHE", str(tmp_path / "cache"))
+    m = load_script("eval_cache")
+    res = roundtrip(m.run(num_real=6, num_fake=4, frames=16, size=32, repeats=1), tmp_path)
+    assert res["same_value"] is True and res["real_side_speedup"] > 0
+    assert "real side" in m.table(res)
+
+
+def test_scaling_tiny(tmp_path):
+    m = load_script("scaling")
+    res = roundtrip(m.run(preset="tiny", size=8, frames_grid=(2, 4), size_grid=(8,), batch_grid=(1,), n_grid=(8, 16),
+                          repeats=1), tmp_path)
+    assert res["i3d_flops_per_16f_clip"] > 5e10
+    assert len(res["curves"]["vdm: training step vs frames"]["seconds"]) == 2
+    assert "log-log slope" in m.table(res)
+
+
+def test_contiguous_attention_what_if_is_restored_and_close():
+    m = load_script("sampling_throughput")
+    from vfbench.nets import attention
+    from vfbench.nets.attention import SpatialSelfAttention
+
+    original = SpatialSelfAttention.forward
+    layer = SpatialSelfAttention(16, 4, 4).eval()
+    torch.nn.init.normal_(layer.proj.weight)
+    x = torch.randn(3, 16, 6, 6)
+    with torch.no_grad():
+        ref = layer(x)
+        with m.contiguous_attention():
+            assert attention.SpatialSelfAttention.forward is not original
+            got = layer(x)
+    assert attention.SpatialSelfAttention.forward is original
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
