@@ -138,6 +138,27 @@ class _PoolNCDHW(nn.Module):
         return _max_pool_ncdhw(x, self.kernel, self.stride)
 
 
+class _ReferencePool(nn.Module):
+    def __init__(self, pool):
+        super().__init__()
+        self.pool = pool
+
+    def forward(self, x):
+        return self.pool.forward_reference(x)
+
+
+def with_reference_pools(net):
+    """A copy of ``net`` whose max-pools use ``F.max_pool3d`` (the package now uses the separable form)."""
+    from vfbench.metrics.i3d import MaxPool3dSame
+
+    net = copy.deepcopy(net)
+    for module in list(net.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, MaxPool3dSame):
+                setattr(module, name, _ReferencePool(child))
+    return net
+
+
 def with_separable_pools(net):
     """A copy of ``net`` (the unchanged I3D) whose max-pools are the separable ones: the minimal,
     bit-identical change proposed for ``metrics/i3d.py``."""
@@ -275,6 +296,7 @@ def run(clips: int = 4, batch: int = 4, frames: int = 16, size: int = 64, repeat
         net, weights_note = load_net(random_weights)
         fast = FastI3D(net)
         pooled = with_separable_pools(net)
+        net = with_reference_pools(net)  # the straightforward eager baseline: max_pool3d, as before the change
         g = torch.Generator().manual_seed(0)
         data = torch.randint(0, 256, (clips, frames, 3, size, size), dtype=torch.uint8, generator=g)
 

@@ -107,11 +107,35 @@ class MaxPool3dSame(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = _same_pads(x.shape, self.kernel, self.stride)
-        if all(f == b for f, b in pads) and all(f <= k // 2 for (f, _), k in zip(pads, self.kernel)):
-            # torch's implicit pooling padding is -inf already
-            return F.max_pool3d(x, self.kernel, self.stride, tuple(f for f, _ in pads))
+        if any(f or b for f, b in pads):
+            x = F.pad(x, _as_f_pad(pads), value=float("-inf"))
+        # three 1-D maxima over strided views: exact (a max never rounds) and 1.5x faster for the
+        # whole I3D on CPU than max_pool3d, which was 41% of its time (benchmarks/i3d_throughput.py)
+        return separable_max_pool(x, self.kernel, self.stride)
+
+    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same pooling with ``F.max_pool3d`` (the benchmark's straightforward baseline)."""
+        pads = _same_pads(x.shape, self.kernel, self.stride)
         x = F.pad(x, _as_f_pad(pads), value=float("-inf"))
         return F.max_pool3d(x, self.kernel, self.stride)
+
+
+def separable_max_pool(x: torch.Tensor, kernel, stride) -> torch.Tensor:
+    """VALID max over a (kt, kh, kw) box with stride on ``[N, C, T, H, W]``, one dimension at a time."""
+    for dim, k, st in zip((2, 3, 4), kernel, stride):
+        if k == 1 and st == 1:
+            continue
+        out = (x.shape[dim] - k) // st + 1
+        y = None
+        for j in range(k):
+            sl = x.narrow(dim, j, (out - 1) * st + 1)
+            if st > 1:
+                idx = [slice(None)] * 5
+                idx[dim] = slice(None, None, st)
+                sl = sl[tuple(idx)]
+            y = sl.clone(memory_format=torch.contiguous_format) if y is None else torch.maximum(y, sl, out=y)
+        x = y
+    return x
 
 
 class InceptionBlock(nn.Module):

@@ -289,13 +289,12 @@ def _shapes_net_weights() -> Path:
     return Path(WEIGHTS_FILE)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not _shapes_net_weights().is_file(),
                     reason="the shipped shapes-net weights (metrics/weights/shapes_net.safetensors) are missing")
 def test_demo_quick_end_to_end(tmp_path):
     """`vfbench demo --quick` for real: trains, samples, scores, tables, report; a rerun redoes nothing.
 
-    About 90 s on 2 busy CPU cores with one torch thread (OMP_NUM_THREADS=1 avoids oversubscription).
+    About 25 s on 2 CPU cores with one torch thread (OMP_NUM_THREADS=1 avoids oversubscription).
     """
     import subprocess
     import sys

@@ -174,8 +174,10 @@ def test_preprocess_ndhwc_matches_reference_preprocess():
 
 def test_sampling_throughput_tiny(tmp_path):
     m = load_script("sampling_throughput")
-    res = roundtrip(m.run(preset="tiny", frames=4, size=8, num=2, steps=1, repeats=1), tmp_path)
+    res = roundtrip(m.run(preset="tiny", frames=4, size=8, num=2, steps=1, repeats=1,
+                          what_if_contiguous_attention=True), tmp_path)
     assert set(res["generators"]) == {"vdm", "videofusion", "vidm"}
+    assert all(r["contiguous_attention_max_abs_uint8_diff"] <= 1 for r in res["generators"].values())
     for r in res["generators"].values():
         assert r["max_abs_uint8_diff"] <= 1 and r["speedup"] > 0
     assert "speedup" in m.table(res)

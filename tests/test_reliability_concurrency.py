@@ -125,3 +125,18 @@ def test_second_trainer_of_a_running_run_is_refused(tmp_path, capsys):
     finally:
         first.kill()
         finish(first)
+
+
+def test_written_files_follow_the_umask_not_mkstemp_0600(tmp_path):
+    """A results directory shared by a team: records must be readable by the group like any file
+    created with open(); mkstemp alone would make every atomic write 0600."""
+    import os
+
+    from vfbench.atomic import atomic_write_json
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "r.json", {"a": 1})
+        assert (tmp_path / "r.json").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old)

@@ -204,3 +204,28 @@ def test_unreadable_checkpoint_is_kept_aside_not_deleted(chain):
     name, torn = chain["torn_in_place"]
     kept = [p for p in chain["ck"].rglob("*") if p.is_file() and p.read_bytes() == torn]
     assert kept, f"the unreadable {name} was deleted by the resume"
+
+
+def test_stale_temp_cleanup_spares_live_writers_and_other_hosts(tmp_path):
+    """Only temps of dead writers on this host go; a concurrent writer's temp file is never touched."""
+    import subprocess
+    import sys
+
+    from vfbench.atomic import _HOST, atomic_write_bytes
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        names = {"dead": f".x.bin.{_HOST}-{dead_pid}-abc12345.tmp", "live": f".x.bin.{_HOST}-{live.pid}-abc12345.tmp",
+                 "other-host": f".x.bin.otherhost-{dead_pid}-abc12345.tmp", "old-style": ".x.bin.abc12345.tmp",
+                 "other-file": f".y.bin.{_HOST}-{dead_pid}-abc12345.tmp"}
+        for n in names.values():
+            (tmp_path / n).write_bytes(b"partial")
+        atomic_write_bytes(tmp_path / "x.bin", b"new")
+        left = {k for k, n in names.items() if (tmp_path / n).exists()}
+        assert left == {"live", "other-host", "old-style", "other-file"}
+        assert (tmp_path / "x.bin").read_bytes() == b"new"
+    finally:
+        live.kill()
+        live.wait()

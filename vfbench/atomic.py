@@ -41,17 +41,21 @@ def _oserror_in(exc: BaseException) -> Optional[OSError]:
     return None
 
 
+_ELSEWHERE = ("choose a writable location (--results or VFBENCH_HOME for results, --out for data prepare,"
+              " --cache or VFBENCH_CACHE for weights and statistics)")
+
+
 def _explain_oserror(path: Path, exc: OSError, free: Optional[int] = None) -> VfbenchError:
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return VfbenchError(f"cannot write {path}: the directory is read-only or not writable;"
-                            " choose another location with --results or VFBENCH_HOME")
+                            f" {_ELSEWHERE}")
     short_write = exc.errno is None and "requested and" in str(exc)  # numpy's tofile on a full disk
     if exc.errno in (errno.ENOSPC, errno.EDQUOT) or short_write or (free is not None and free < (1 << 20)):
         return VfbenchError(f"cannot write {path}: the disk is full (or over quota); free space and rerun"
                             " (files already saved are intact)")
     if exc.errno in (errno.ENOTDIR, errno.EEXIST):
         return VfbenchError(f"cannot write {path}: a file is in the way of its folder {path.parent};"
-                            " choose another location with --results or VFBENCH_HOME, or move that file")
+                            f" move that file or {_ELSEWHERE}")
     return VfbenchError(f"cannot write {path}: {exc.strerror or exc}")
 
 

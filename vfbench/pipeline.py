@@ -45,6 +45,7 @@ class RunPlan:
     size: int = 64
     data_root: Optional[str] = None
     batch_size: Optional[int] = None          # None: the trainer's default
+    lr: Optional[float] = None                # None: the trainer's default
     generator_overrides: Dict[str, Any] = field(default_factory=dict)
     pretrain_base_steps: int = 0              # VideoFusion: image-DPM pretraining of the base first
     variant: str = ""                         # the table row this run fills (label)
@@ -236,6 +237,8 @@ def _train_config(plan: RunPlan, steps: int):
     over: Dict[str, Any] = {"steps": steps, "seed": plan.seed, "ckpt_every": min(500, steps)}
     if plan.batch_size:
         over["batch_size"] = plan.batch_size
+    if plan.lr:
+        over["lr"] = plan.lr
     return from_dict(TrainConfig, merge(to_dict(TrainConfig()), over), where=f"training config of {plan.name}")
 
 

@@ -61,9 +61,13 @@ _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 def _parser_exceptions():
     """(exit, abort, usage/click) exception classes of click *and* of the click copy that Typer >= 0.17
     vendors as ``typer._click`` (whose classes do not derive from click's)."""
-    import click
+    exits, aborts, clicks = [], [], []
+    try:  # Typer >= 0.17 no longer depends on click; it is only there when something else installed it
+        import click
 
-    exits, aborts, clicks = [click.exceptions.Exit], [click.exceptions.Abort], [click.ClickException]
+        exits, aborts, clicks = [click.exceptions.Exit], [click.exceptions.Abort], [click.ClickException]
+    except ImportError:
+        pass
     try:
         import typer.exceptions as te
 

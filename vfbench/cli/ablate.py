@@ -23,6 +23,7 @@ NUM_SAMPLES = typer.Option(None, "--num-samples", help="generated clips per run 
 FRAMES = typer.Option(None, "--frames", help="clip length (default 16)")
 SIZE = typer.Option(None, "--size", help="frame size in pixels (default 64)")
 BATCH_SIZE = typer.Option(None, "--batch-size", help="training batch size (default: the trainer's)")
+LR = typer.Option(None, "--lr", help="learning rate (default: the trainer's 1e-4)")
 SAMPLE_BATCH = typer.Option(None, "--sample-batch", help="clips per sampling batch (default 16)")
 PREFIX = typer.Option(None, "--prefix", help="run-name prefix (default ablate-<name> / compare)")
 RESULTS = typer.Option(None, "--results", help="results directory (default $VFBENCH_HOME or ./vfbench-results)")
@@ -70,7 +71,7 @@ def lambda_cmd(
     dataset: Optional[str] = DATASET, data_root: Optional[str] = DATA_ROOT, protocol: Optional[str] = PROTOCOL,
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
-    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH,
+    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):
@@ -88,7 +89,7 @@ def pretrain_cmd(
     dataset: Optional[str] = DATASET, data_root: Optional[str] = DATA_ROOT, protocol: Optional[str] = PROTOCOL,
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
-    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH,
+    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):
@@ -106,7 +107,7 @@ def stopgrad_cmd(
     dataset: Optional[str] = DATASET, data_root: Optional[str] = DATA_ROOT, protocol: Optional[str] = PROTOCOL,
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
-    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH,
+    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):
@@ -123,7 +124,7 @@ def vidm_cmd(
     dataset: Optional[str] = DATASET, data_root: Optional[str] = DATA_ROOT, protocol: Optional[str] = PROTOCOL,
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
-    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH,
+    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):
@@ -139,7 +140,7 @@ def compare_cmd(
     dataset: Optional[str] = DATASET, data_root: Optional[str] = DATA_ROOT, protocol: Optional[str] = PROTOCOL,
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
-    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH,
+    batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):

@@ -22,6 +22,7 @@ def demo_cmd(
     num_samples: Optional[int] = typer.Option(None, "--num-samples", help="generated clips per run (default 64; quick 8); fewer than 256 renames the metrics"),
     sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="DDIM steps when sampling (default 10; quick 4)"),
     lambdas: Optional[str] = typer.Option(None, "--lambdas", help="lambda values of the short ablation (default 0.25,0.75)"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate of every run (default 1e-3)"),
     results: Optional[str] = typer.Option(None, "--results", help="results directory (default $VFBENCH_HOME or ./vfbench-results)"),
     config: Optional[str] = typer.Option(None, "--config", help="YAML/TOML/JSON file with any of these options"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
@@ -36,7 +37,7 @@ def demo_cmd(
     from vfbench.results import ResultsStore
 
     over = {"quick": quick or None, "steps": steps, "preset": preset, "size": size, "num_samples": num_samples,
-            "sampling_steps": sampling_steps, "lambdas": lambdas}
+            "sampling_steps": sampling_steps, "lambdas": lambdas, "lr": lr}
     cfg = resolve(DemoConfig, config, over)
     store = ResultsStore.open(results)
     path = run_demo(store, cfg, progress=progress, log=typer.echo, status=lambda s: typer.echo(s, err=True))
