@@ -58,7 +58,7 @@ class VideoFusionConfig:
     schedule: str = "cosine"
     num_timesteps: int = 1000
     mode: Literal["stopgrad", "no-stopgrad", "fixed"] = "stopgrad"
-    base_lr_mult: float = 0.1  # the base generator is fine-tuned "with a small learning rate" (Sec. 3.4)
+    base_lr_mult: float = 0.1  # a pretrained base is fine-tuned "with a small learning rate" (Sec. 3.4)
     sampler: Literal["ddim", "ddpm"] = "ddim"
     sampling_steps: int = 50
     eta: float = 0.0
@@ -120,6 +120,11 @@ class VideoFusion(Generator):
         super().__init__(config)
         self.base = UNet(config.base)
         self.residual = UNet(config.residual)
+        # Whether the base holds pretrained weights (load_base_state). Saved with the weights, so a resumed
+        # or reloaded run keeps its learning rates. A base trained from scratch gets the full rate: the
+        # paper's small rate is for fine-tuning a pretrained base (Sec. 3.4); at 0.1x a random base barely
+        # learns (it sees one frame per clip) and its keyframe stays noise.
+        self.register_buffer("base_pretrained", torch.zeros((), dtype=torch.bool))
         self.schedule = DiffusionSchedule.named(config.schedule, config.num_timesteps)
         self.lam: Tuple[float, ...] = lambda_vector(config.lam, config.frames)
         self.key = keyframe_index(config.frames)
@@ -323,12 +328,15 @@ class VideoFusion(Generator):
             raise WeightsError(f"the base checkpoint does not fit this VideoFusion's base U-Net ({detail}); pretrain it "
                                f"with the same preset, size, channels and num_classes")
         self.base.load_state_dict(state, strict=True)
+        self.base_pretrained.fill_(True)
 
     def param_groups(self, lr: float) -> List[Dict[str, Any]]:
-        """Residual generator at ``lr``; base generator at ``lr * base_lr_mult`` (absent when ``fixed``)."""
+        """Residual generator at ``lr``; base generator at ``lr * base_lr_mult`` once it is pretrained, else at
+        ``lr`` (absent when ``fixed``)."""
         groups = []
         if self.config.mode != "fixed":
-            groups.append({"name": "base", "params": list(self.base.parameters()), "lr": lr * self.config.base_lr_mult})
+            mult = self.config.base_lr_mult if bool(self.base_pretrained) else 1.0
+            groups.append({"name": "base", "params": list(self.base.parameters()), "lr": lr * mult})
         groups.append({"name": "residual", "params": list(self.residual.parameters()), "lr": lr})
         return groups
 

@@ -9,9 +9,12 @@ labels on groups of generated clips:
 * **motion agreement**: clips with the *same* residual noise and different base noises; the
   fraction of pairs whose predicted motion labels agree.
 
-Chance levels for a generator whose factors are independent of the noise split are about
-``sum_k p_k^2`` of the predicted label distribution (1/120 and 1/8 for uniform labels); 1.0 is
-perfect control. The score is the mean of the two agreements.
+Raw agreement is misleading on its own: a collapsed generator whose clips all get the same label
+agrees perfectly. Each agreement is therefore corrected for chance like Cohen's kappa,
+``(agreement - chance) / (1 - chance)`` with ``chance = sum_k p_k^2`` of the predicted label
+distribution (1/120 and 1/8 for uniform labels), and counts as 0 when every clip got the same label
+(chance 1: no evidence either way). The score is the mean of the two corrected agreements: 1 is
+perfect control, 0 is what noise-independent factors give.
 """
 
 from __future__ import annotations
@@ -40,12 +43,17 @@ def chance_agreement(labels: np.ndarray) -> float:
     return float(np.sum(p * p))
 
 
+def chance_corrected(agreement: float, chance: float) -> float:
+    """Cohen's-kappa-style correction; 0 when all labels are equal (chance 1)."""
+    return 0.0 if chance >= 1.0 else (agreement - chance) / (1.0 - chance)
+
+
 def disentanglement_score(content_same_base: np.ndarray, motion_same_residual: np.ndarray) -> Dict[str, float]:
     """Score from predicted labels: ``content_same_base`` [G, K] content labels of clips sharing a base
     noise per row, ``motion_same_residual`` [G, K] motion labels of clips sharing residual noise per row."""
-    content = pairwise_agreement(content_same_base)
-    motion = pairwise_agreement(motion_same_residual)
+    content, motion = pairwise_agreement(content_same_base), pairwise_agreement(motion_same_residual)
+    c_chance, m_chance = chance_agreement(content_same_base), chance_agreement(motion_same_residual)
+    c_kappa, m_kappa = chance_corrected(content, c_chance), chance_corrected(motion, m_chance)
     return {"content_agreement": content, "motion_agreement": motion,
-            "content_chance": chance_agreement(content_same_base),
-            "motion_chance": chance_agreement(motion_same_residual),
-            "score": 0.5 * (content + motion)}
+            "content_chance": c_chance, "motion_chance": m_chance,
+            "content_kappa": c_kappa, "motion_kappa": m_kappa, "score": 0.5 * (c_kappa + m_kappa)}

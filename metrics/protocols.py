@@ -104,7 +104,7 @@ _SPECS = [
                higher_is_better=True, description="IS of shapes-net content posteriors (120 classes), 256 clips"),
     MetricSpec("disentangle_shapes", "disentangle", "shapes-net", num_real=0, num_fake=64, resolution=32,
                higher_is_better=True,
-               description="VideoFusion content/motion control: label agreement under shared base / residual noise"),
+               description="VideoFusion content/motion control: chance-corrected label agreement under shared base / residual noise"),
 ]
 SPECS: Dict[str, MetricSpec] = {s.name: s for s in _SPECS}
 

@@ -34,7 +34,8 @@ def test_record_written_with_agreements(tiny_runs):
     rec = evaluate_disentanglement("vf", tiny_runs, groups=2, per_group=3, seed=1, steps=2)
     d = rec["details"]
     assert 0.0 <= d["content_agreement"] <= 1.0 and 0.0 <= d["motion_agreement"] <= 1.0
-    assert rec["value"] == pytest.approx(0.5 * (d["content_agreement"] + d["motion_agreement"]))
+    assert rec["value"] == pytest.approx(0.5 * (d["content_kappa"] + d["motion_kappa"]))
+    assert -1.0 <= rec["value"] <= 1.0
     assert rec["num_fake"] == 12 and rec["metric"] == "disentangle_shapes"
     stored = tiny_runs.load_records()
     assert (stored["metric"] == "disentangle_shapes").sum() == 1

@@ -36,7 +36,12 @@ def test_agreement_known_answers():
     assert pairwise_agreement(np.array([[1, 1, 1], [2, 2, 3]])) == pytest.approx((1 + 1 / 3) / 2)
     assert chance_agreement(np.array([0, 0, 1, 1])) == pytest.approx(0.5)
     s = disentanglement_score(np.array([[5, 5], [6, 6]]), np.array([[0, 1], [2, 3]]))
-    assert s["content_agreement"] == 1.0 and s["motion_agreement"] == 0.0 and s["score"] == 0.5
+    assert s["content_agreement"] == 1.0 and s["motion_agreement"] == 0.0
+    # chance: content labels 5,5,6,6 -> 0.5, motion 0,1,2,3 -> 0.25; kappas 1.0 and -1/3
+    assert s["content_kappa"] == pytest.approx(1.0) and s["motion_kappa"] == pytest.approx(-1 / 3)
+    assert s["score"] == pytest.approx(1 / 3)
+    collapsed = disentanglement_score(np.array([[7, 7], [7, 7]]), np.array([[1, 1], [1, 1]]))
+    assert collapsed["content_agreement"] == 1.0 and collapsed["score"] == 0.0  # all one label: no evidence
     with pytest.raises(UsageError, match="at least 2 clips"):
         pairwise_agreement(np.array([[1], [2]]))
 

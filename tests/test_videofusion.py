@@ -227,10 +227,19 @@ def test_fixed_mode_never_updates_the_base():
     assert not model.base.training and model.residual.training
 
 
-def test_param_groups_give_the_base_a_smaller_learning_rate():
-    groups = {g["name"]: g for g in make(base_lr_mult=0.1).param_groups(1e-3)}
+def test_param_groups_give_a_pretrained_base_a_smaller_learning_rate(tmp_path):
+    model = make(base_lr_mult=0.1)
+    groups = {g["name"]: g for g in model.param_groups(1e-3)}
     assert set(groups) == {"base", "residual"}
+    # from scratch: the full rate (the small one is for fine-tuning a pretrained base)
+    assert groups["base"]["lr"] == pytest.approx(1e-3) and groups["residual"]["lr"] == pytest.approx(1e-3)
+    model.load_base_state(make().base.state_dict())
+    groups = {g["name"]: g for g in model.param_groups(1e-3)}
     assert groups["base"]["lr"] == pytest.approx(1e-4) and groups["residual"]["lr"] == pytest.approx(1e-3)
+    torch.save(model.state_dict(), tmp_path / "m.pt")  # the flag travels with the weights
+    again = make(base_lr_mult=0.1)
+    again.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    assert {g["name"]: g["lr"] for g in again.param_groups(1e-3)}["base"] == pytest.approx(1e-4)
 
 
 def test_tiny_videofusion_overfits_four_clips_with_noise_sharing():

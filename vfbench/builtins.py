@@ -44,7 +44,7 @@ for _name, _hib, _desc in [
     ("fvd_shapes256", False, "FVD with the built-in shapes-net features, 256 vs 256 shapes clips"),
     ("kvd_shapes256", False, "KVD with the built-in shapes-net features, 256 vs 256 shapes clips"),
     ("is_shapes256", True, "IS of shapes-net content posteriors (120 classes), 256 clips"),
-    ("disentangle_shapes", True, "VideoFusion content/motion control: label agreement under shared base / residual noise"),
+    ("disentangle_shapes", True, "VideoFusion content/motion control: chance-corrected label agreement under shared base / residual noise"),
 ]:
     METRICS.add_lazy(_name, f"vfbench.metrics.protocols:{_name}", description=_desc, higher_is_better=_hib)
 EXTRACTORS.add_lazy("i3d", "vfbench.metrics.i3d_extractor:I3DExtractor",
