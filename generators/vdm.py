@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from vfbench.clips import check_clips, uint8_to_unit, unit_to_uint8
+from vfbench.clips import unit_to_uint8
 from vfbench.diffusion import (
     DiffusionSchedule, check_eta, classifier_free_guidance, ddim_step, ddpm_step, q_sample, sample_timesteps,
     schedule_names, timestep_pairs,
@@ -130,33 +130,6 @@ class VDM(Generator):
         return classifier_free_guidance(eps_cond, eps_uncond, scale)
 
     # -- training -----------------------------------------------------------------------------
-    def _clips(self, batch: Mapping[str, Any]) -> torch.Tensor:
-        if "video" not in batch:
-            raise UsageError("a VDM batch needs a 'video' entry: uint8 clips [B, T, C, H, W]")
-        video = check_clips(batch["video"], "batch['video']", channels=self.config.channels)
-        _, t, _, h, w = video.shape
-        c = self.config
-        if t != c.frames or h != c.size or w != c.size:
-            raise UsageError(f"batch clips are {t} x {h} x {w} but this VDM was built for {c.frames} x {c.size} x {c.size}; "
-                             f"set --frames/--size to match the dataset")
-        return uint8_to_unit(video.to(self.device))
-
-    def _training_labels(self, batch: Mapping[str, Any], size: int, generator: torch.Generator) -> Optional[torch.Tensor]:
-        """Class labels on the CPU with classifier-free-guidance dropout to the null label ``num_classes``."""
-        k = self.config.num_classes
-        if k == 0:
-            return None
-        labels = batch.get("label")
-        if labels is None:
-            raise UsageError(f"this VDM is class-conditional (num_classes={k}) but the batch has no 'label'; "
-                             f"use a labelled dataset or num_classes=0")
-        labels = torch.as_tensor(labels).long().view(-1).cpu()
-        if labels.numel() != size or int(labels.min()) < 0 or int(labels.max()) >= k:
-            raise UsageError(f"batch['label'] must hold {size} class labels in [0, {k - 1}], got {labels.tolist()[:8]}; "
-                             f"check the dataset's num_classes")
-        drop = torch.rand(size, generator=generator, device=generator.device).cpu() < self.config.class_dropout
-        return torch.where(drop, torch.full_like(labels, k), labels)
-
     def _joint_images(self, x0: torch.Tensor, labels: Optional[torch.Tensor], generator: torch.Generator):
         """Append ``joint_images`` single frames from other clips to every clip (VDM joint training).
 
@@ -217,21 +190,6 @@ class VDM(Generator):
         return out
 
     # -- sampling -----------------------------------------------------------------------------
-    def _sample_labels(self, n: int, labels, generator: torch.Generator) -> Optional[torch.Tensor]:
-        k = self.config.num_classes
-        if k == 0:
-            if labels is not None:
-                raise UsageError("labels were given but this VDM is unconditional; train it with num_classes > 0")
-            return None
-        if labels is None:  # unconditional benchmark samples: classes drawn uniformly
-            return torch.randint(0, k, (n,), generator=generator, device=generator.device).cpu()
-        labels = torch.as_tensor(labels, dtype=torch.long).view(-1).cpu()
-        if labels.numel() == 1:
-            labels = labels.expand(n).clone()
-        if labels.numel() != n or int(labels.min()) < 0 or int(labels.max()) >= k:
-            raise UsageError(f"labels must be one class or {n} classes in [0, {k - 1}], got {labels.tolist()[:8]}")
-        return labels
-
     @torch.no_grad()
     def sample(self, n: int, generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
                sampler: Optional[str] = None, steps: Optional[int] = None, eta: Optional[float] = None,

@@ -198,33 +198,6 @@ class VideoFusion(Generator):
         return classifier_free_guidance(eps_cond, eps_uncond, scale)
 
     # -- training: Eq. 14 -------------------------------------------------------------------------
-    def _clips(self, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        if "video" not in batch:
-            raise UsageError("a VideoFusion batch needs a 'video' entry: uint8 clips [B, T, C, H, W]")
-        video = check_clips(batch["video"], "batch['video']", channels=self.config.channels)
-        _, t, _, h, w = video.shape
-        c = self.config
-        if t != c.frames or h != c.size or w != c.size:
-            raise UsageError(f"batch clips are {t} x {h} x {w} but this VideoFusion was built for {c.frames} x {c.size} x "
-                             f"{c.size}; set --frames/--size to match the dataset")
-        return uint8_to_unit(video.to(self.device))
-
-    def _training_labels(self, batch: Mapping[str, Any], size: int, generator: torch.Generator) -> Optional[torch.Tensor]:
-        """Class labels with classifier-free-guidance dropout to the null label ``num_classes``."""
-        k = self.config.num_classes
-        if k == 0:
-            return None
-        labels = batch.get("label")
-        if labels is None:
-            raise UsageError(f"this VideoFusion is class-conditional (num_classes={k}) but the batch has no 'label'; "
-                             f"use a labelled dataset or num_classes=0")
-        labels = torch.as_tensor(labels).long().view(-1).cpu()
-        if labels.numel() != size or int(labels.min()) < 0 or int(labels.max()) >= k:
-            raise UsageError(f"batch['label'] must hold {size} class labels in [0, {k - 1}], got {labels.tolist()[:8]}; "
-                             f"check the dataset's num_classes")
-        drop = torch.rand(size, generator=generator, device=generator.device).cpu() < self.config.class_dropout
-        return torch.where(drop, torch.full_like(labels, k), labels).to(self.device)
-
     def _noise_groups(self, batch: Mapping[str, Any], size: int):
         """Sec. 4.7: with noise_sharing='labels', clips sharing a content label share b, clips sharing a
         motion label share r; otherwise every clip has its own noises."""
@@ -270,6 +243,7 @@ class VideoFusion(Generator):
         frames = x0.shape[1]
         t, base, residual = self.training_noise(batch, x0.shape, g)
         labels = self._training_labels(batch, x0.shape[0], g)
+        labels = labels.to(self.device) if labels is not None else None
         z_t, eps = decomposed_q_sample(self.schedule, x0, t, base, residual, self.lam)
 
         stop = self.config.mode in ("stopgrad", "fixed")
@@ -308,6 +282,7 @@ class VideoFusion(Generator):
         t = sample_timesteps(self.schedule, size, g, self.device)
         eps = torch.randn(x0.shape, generator=g, device=g.device).to(self.device, x0.dtype)
         labels = self._training_labels(batch, size, g)
+        labels = labels.to(self.device) if labels is not None else None
         loss = F.mse_loss(self.base(q_sample(self.schedule, x0, t, eps), t, class_labels=labels).float(), eps.float())
         return {"loss": loss}
 

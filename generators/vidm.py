@@ -180,7 +180,7 @@ class VIDM(Generator):
             return charbonnier_loss(eps_hat, eps, self.config.charbonnier_eta)
         return (eps_hat.float() - eps.float()).pow(2).mean()
 
-    def _training_labels(self, labels, batch: int, device) -> Optional[torch.Tensor]:
+    def _vidm_labels(self, labels, batch: int, device) -> Optional[torch.Tensor]:
         """Class labels of a training batch (-1 = unlabelled, its own learned embedding), or None."""
         if self.config.num_classes == 0 or labels is None:
             return None
@@ -236,7 +236,7 @@ class VIDM(Generator):
             raise UsageError(f"clips have {num_frames} frames but max_frames is {cfg.frame_capacity}; raise max_frames to at least {num_frames}")
         dev = self.device
         x = uint8_to_unit(video.to(dev))
-        labels = self._training_labels(batch.get("label"), b, dev)
+        labels = self._vidm_labels(batch.get("label"), b, dev)
         rows = torch.arange(b, device=dev)
         # the trainer's contract is loss(batch): without a generator, torch's default one (seeded by the trainer)
         g = generator if generator is not None else torch.default_generator
@@ -299,21 +299,6 @@ class VIDM(Generator):
         """Quantise a generated frame through uint8, so the motion net conditions on exactly the kind of
         frame it saw in training (real clips are uint8) and on exactly the bytes that are returned."""
         return uint8_to_unit(unit_to_uint8(x))
-
-    def _sample_labels(self, n: int, labels, generator: torch.Generator) -> Optional[torch.Tensor]:
-        k = self.config.num_classes
-        if k == 0:
-            if labels is not None:
-                raise UsageError("labels were given but this VIDM is unconditional; build it with num_classes > 0 or drop labels")
-            return None
-        if labels is None:  # unconditional benchmark samples: classes drawn uniformly
-            return torch.randint(0, k, (n,), generator=generator, device=generator.device).cpu()
-        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
-        if labels.numel() == 1:
-            labels = labels.expand(n).clone()
-        if labels.numel() != n or int(labels.min()) < 0 or int(labels.max()) >= k:
-            raise UsageError(f"labels must be one class or {n} classes in [0, {k - 1}], got {labels.tolist()[:8]}")
-        return labels
 
     @torch.no_grad()
     def sample(self, n: int, generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,

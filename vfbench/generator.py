@@ -16,7 +16,7 @@ Checkpoints hold only tensors and plain data, loaded with ``torch.load(weights_o
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar, Dict, List, Optional
+from typing import Any, ClassVar, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -44,6 +44,59 @@ class Generator(nn.Module):
 
     def param_groups(self, lr: float) -> List[Dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "all"}]
+
+    # -- shared batch handling (configs with frames, size, channels, num_classes, class_dropout) -----
+    def _clips(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """``batch["video"]`` checked against the config's clip shape, as float [-1, 1] on the model's device."""
+        from vfbench.clips import check_clips, uint8_to_unit
+        from vfbench.errors import UsageError
+
+        if "video" not in batch:
+            raise UsageError(f"a {self.name} batch needs a 'video' entry: uint8 clips [B, T, C, H, W]")
+        video = check_clips(batch["video"], "batch['video']", channels=self.config.channels)
+        _, t, _, h, w = video.shape
+        c = self.config
+        if t != c.frames or h != c.size or w != c.size:
+            raise UsageError(f"batch clips are {t} x {h} x {w} but this {self.name} was built for {c.frames} x {c.size} x "
+                             f"{c.size}; set --frames/--size to match the dataset")
+        return uint8_to_unit(video.to(self.device))
+
+    def _training_labels(self, batch: Mapping[str, Any], size: int, generator: torch.Generator) -> Optional[torch.Tensor]:
+        """Class labels (CPU) with classifier-free-guidance dropout to the null label ``num_classes``."""
+        from vfbench.errors import UsageError
+
+        k = self.config.num_classes
+        if k == 0:
+            return None
+        labels = batch.get("label")
+        if labels is None:
+            raise UsageError(f"this {self.name} is class-conditional (num_classes={k}) but the batch has no 'label'; "
+                             f"use a labelled dataset or num_classes=0")
+        labels = torch.as_tensor(labels).long().view(-1).cpu()
+        if labels.numel() != size or int(labels.min()) < 0 or int(labels.max()) >= k:
+            raise UsageError(f"batch['label'] must hold {size} class labels in [0, {k - 1}], got {labels.tolist()[:8]}; "
+                             f"check the dataset's num_classes")
+        drop = torch.rand(size, generator=generator, device=generator.device).cpu() < self.config.class_dropout
+        return torch.where(drop, torch.full_like(labels, k), labels)
+
+    def _sample_labels(self, n: int, labels, generator: torch.Generator) -> Optional[torch.Tensor]:
+        """The classes to sample (CPU): the given ones (one or ``n``), or uniform draws when none are given."""
+        from vfbench.errors import UsageError
+
+        k = self.config.num_classes
+        if k == 0:
+            if labels is not None:
+                raise UsageError(f"labels were given but this {self.name} is unconditional; train it with"
+                                 " num_classes > 0 or drop the labels")
+            return None
+        if labels is None:  # unconditional benchmark samples: classes drawn uniformly
+            return torch.randint(0, k, (n,), generator=generator, device=generator.device).cpu()
+        labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1).cpu()
+        if labels.numel() == 1:
+            labels = labels.expand(n).clone()
+        if labels.numel() != n or int(labels.min()) < 0 or int(labels.max()) >= k:
+            raise UsageError(f"labels must be one class or {n} classes in [0, {k - 1}], got {labels.tolist()[:8]}")
+        return labels
 
     # -- serialisation --------------------------------------------------------------------
     def config_dict(self) -> Dict[str, Any]:
