@@ -111,22 +111,9 @@ def _max_pool_ncdhw(x: torch.Tensor, kernel, stride) -> torch.Tensor:
 
 
 def _separable_max(x: torch.Tensor, dims, kernel, stride) -> torch.Tensor:
-    """Max over a (kt, kh, kw) box with stride, VALID, as three 1-D maxima over strided views."""
-    for dim, k, s in zip(dims, kernel, stride):
-        if k == 1 and s == 1:
-            continue
-        size = x.shape[dim]
-        out = (size - k) // s + 1
-        y = None
-        for j in range(k):
-            sl = x.narrow(dim, j, (out - 1) * s + 1)
-            if s > 1:
-                idx = [slice(None)] * 5
-                idx[dim] = slice(None, None, s)
-                sl = sl[tuple(idx)]
-            y = sl.clone(memory_format=torch.contiguous_format) if y is None else torch.maximum(y, sl, out=y)
-        x = y
-    return x
+    from vfbench.metrics.i3d import separable_max_pool
+
+    return separable_max_pool(x, kernel, stride, dims=dims)
 
 
 class _PoolNCDHW(nn.Module):

@@ -120,9 +120,10 @@ class MaxPool3dSame(nn.Module):
         return F.max_pool3d(x, self.kernel, self.stride)
 
 
-def separable_max_pool(x: torch.Tensor, kernel, stride) -> torch.Tensor:
-    """VALID max over a (kt, kh, kw) box with stride on ``[N, C, T, H, W]``, one dimension at a time."""
-    for dim, k, st in zip((2, 3, 4), kernel, stride):
+def separable_max_pool(x: torch.Tensor, kernel, stride, dims=(2, 3, 4)) -> torch.Tensor:
+    """VALID max over a (kt, kh, kw) box with stride, one dimension at a time; ``dims`` are the
+    (T, H, W) axes: (2, 3, 4) for ``[N, C, T, H, W]``, (1, 2, 3) for channels-last ``[N, T, H, W, C]``."""
+    for dim, k, st in zip(dims, kernel, stride):
         if k == 1 and st == 1:
             continue
         out = (x.shape[dim] - k) // st + 1

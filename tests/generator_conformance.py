@@ -67,14 +67,6 @@ class GeneratorConformance:
     overfit_lr: float = 2e-2
     overfit_ratio: float = 0.5
 
-    @pytest.fixture(autouse=True)
-    def _one_thread(self):
-        # tiny nets run fastest on one thread, and the test machine is shared
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)
-        yield
-        torch.set_num_threads(before)
-
     @pytest.fixture
     def generator_name(self) -> str:
         return self.name

@@ -14,14 +14,6 @@ from vfbench.cli import main
 import test_trainer  # noqa: F401  (registers the toy generator "toy-test")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # These tiny models gain nothing from intra-op threads, and on a busy shared CPU the extra
-    # threads make them several times slower; restore the setting for the other test modules.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def run_cli(capsys, *argv):

@@ -8,13 +8,6 @@ from vfbench.nets import UNet, count_parameters, unet_preset
 from vfbench.nets.attention import relative_position_bucket
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny nets on a shared 2-core machine: one intra-op thread avoids oversubscription stalls
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _randomize(module, seed=0):

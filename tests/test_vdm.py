@@ -9,13 +9,6 @@ from vfbench.nets import unet_preset
 from vfbench.registry import GENERATORS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny nets on a shared 2-core machine: one intra-op thread avoids oversubscription stalls
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _clips(n=4, frames=4, size=8):

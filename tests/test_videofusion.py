@@ -29,13 +29,6 @@ FRAMES, SIZE = 4, 8
 KEY = FRAMES // 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny nets run fastest on one thread, and the test machine is shared: do not oversubscribe it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make(**overrides) -> VideoFusion:

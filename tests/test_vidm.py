@@ -16,13 +16,6 @@ from vfbench.generators.vidm_nets import MotionCodeNet, PositionalGroupNorm, Blo
 from vfbench.registry import GENERATORS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny nets are overhead-bound: one thread is faster on a shared 2-core machine
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def tiny(**overrides) -> VIDM:
