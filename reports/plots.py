@@ -163,7 +163,8 @@ def bench_series(doc: Any) -> Tuple[List[str], Dict[str, List[Optional[float]]]]
     for key, title, scale in BENCH_FIELDS:
         vals = [r.get(key) for r in rows]
         if any(v is not None for v in vals):
-            fields[title] = [None if v is None else v * scale for v in vals]
+            fields[title] = [v * scale if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+                             for v in vals]
     if not fields:  # any other numeric columns
         keys = sorted({k for r in rows for k, v in r.items() if isinstance(v, float)})
         for key in keys[:4]:

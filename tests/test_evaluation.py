@@ -273,3 +273,18 @@ def test_extractor_preset_conventions_resolve_into_the_spec():
     r = sg.resolved({"covariance": "biased (N)",
                      "real_clips": "the first N videos of the dataset, one random 16-frame window each"})
     assert r.unbiased_cov is False and r.real_selection == "stylegan-v"
+
+
+def test_reference_dataset_of_a_cli_trained_run_drops_recorded_fields():
+    """`vfbench train` records the dataset's describe() in config.json; it is not a dataset option."""
+    from vfbench.data import build_dataset
+    from vfbench.evaluation import reference_dataset_of
+
+    ds = build_dataset("shapes", frames=4, size=8)
+    run_cfg = {"dataset": {"name": "shapes", "split": "train", "frames": 4, "size": 8, "seed": 0, "stride": None,
+                           "data_root": None, "describe": ds.describe()}}
+    spec = reference_dataset_of(run_cfg)
+    assert spec == {"name": "shapes", "split": "train", "stride": None, "data_root": None}
+    name = spec.pop("name")
+    assert len(build_dataset(name, frames=4, size=8, **spec)) > 0
+    assert reference_dataset_of({}) is None

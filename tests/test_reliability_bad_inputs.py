@@ -299,8 +299,6 @@ def test_bad_sample_options(capsys, trained, argv, needles):
     assert not [k for k in after if k not in before and k.endswith(".npy")]
 
 
-@pytest.mark.xfail(strict=True, reason="sampling.py writes samples/<tag>/manifest.json before the generator"
-                   " validates its controls: a refused request leaves an incomplete sample folder behind")
 def test_refused_sample_request_leaves_no_folder(capsys, trained):
     before = tree_digest(trained)
     code, _out, err = cli(capsys, "sample", "v", "--results", trained, "--num", "2", "--tag", "refused",
@@ -422,9 +420,6 @@ def test_checkpoint_from_another_generator_or_foreign_file(capsys, trained, tmp_
     assert tree_digest(trained) == before
 
 
-@pytest.mark.xfail(strict=True, reason="vfbench/checkpoint.py load_checkpoint puts torch's whole multi-line"
-                   " UnpicklingError in its message, which also tells the user how to load the untrusted file"
-                   " with weights_only=False; fix: first line only, and say the file is refused")
 def test_crafted_checkpoint_message_is_one_line(capsys, trained, tmp_path):
     (tmp_path / "evil.pt").write_bytes(_evil_pickle(tmp_path / "PWNED"))
     msg = check(capsys, 1, ["sample", "v", "--num", "2", "--results", trained, "--checkpoint", tmp_path / "evil.pt"],

@@ -100,9 +100,6 @@ def test_file_lock_serialises_read_modify_write_across_processes(tmp_path):
     assert json.loads(counter.read_text()) == {"n": 100}
 
 
-@pytest.mark.xfail(strict=True, reason="vfbench/training.py takes no lock on the run folder: a second"
-                   " `train --resume` of a run that is still training (a rerun in another terminal) trains into"
-                   " the same checkpoints/ and log.csv and drop_after() deletes the first one's newer checkpoints")
 def test_second_trainer_of_a_running_run_is_refused(tmp_path, capsys):
     import time
 
@@ -121,7 +118,9 @@ def test_second_trainer_of_a_running_run_is_refused(tmp_path, capsys):
         with pytest.raises(SystemExit) as ei:  # in this process: the same run, resumed, while it trains
             main([*base, "--steps", "1", "--resume"])
         err = capsys.readouterr().err
-        assert ei.value.code in (1, 2) and "another process" in err, err
+        assert ei.value.code == 1 and "being trained by another process" in err and "pid" in err, err
+        cfg = json.loads((res / "runs" / "x" / "config.json").read_text())
+        assert cfg["train"]["steps"] == 100000  # the refused command rewrote nothing
     finally:
         first.kill()
         finish(first)

@@ -197,9 +197,6 @@ def test_evaluation_killed_after_a_record_keeps_it_and_resumes(chain):
     assert "real" not in chain["eval_calls"]  # nothing recomputed on the real side
 
 
-@pytest.mark.xfail(strict=True, reason="vfbench/training.py: a resume skips a checkpoint it cannot load and then"
-                   " drop_after() deletes it; a file that failed for a transient reason (GPU out of memory under"
-                   " map_location, an NFS error, a newer torch) is lost for good. Fix: quarantine, not unlink")
 def test_unreadable_checkpoint_is_kept_aside_not_deleted(chain):
     name, torn = chain["torn_in_place"]
     kept = [p for p in chain["ck"].rglob("*") if p.is_file() and p.read_bytes() == torn]

@@ -135,8 +135,6 @@ def test_fuzz_sample_numeric_options(capsys, fake_run, option, value):
     assert_answer(code, err, argv)
 
 
-@pytest.mark.xfail(strict=True, reason="vfbench/sampling.py: a huge --num (10^40) reaches shard_counts() and"
-                   " fails with 'unexpected OverflowError' (exit 1) instead of a UsageError naming --num")
 def test_sample_huge_num_is_a_usage_error(capsys, fake_run):
     argv = ["sample", "r", "--results", fake_run, "--no-progress", "--no-preview", "--device", "cpu",
             "--num", "9" * 40, "--tag", "huge"]

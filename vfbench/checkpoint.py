@@ -63,9 +63,20 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
         raise WeightsError(f"checkpoint {path} does not exist; list the run's checkpoints/ folder"
                            " or omit --checkpoint to use the latest") from None
     except Exception as exc:  # truncated zip, pickle refused by weights_only, ...
-        raise WeightsError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {exc});"
-                           " it is truncated or not a vfbench checkpoint: delete it to fall back"
-                           " to the previous one") from None
+        text = str(exc)
+        glob = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if glob:  # torch's multi-line message would also tell the user how to load it unsafely
+            raise WeightsError(f"checkpoint {path} is refused: its pickle asks for {glob.group(1)}, which is not a"
+                               " tensor or plain data (it could run code); vfbench loads checkpoints with"
+                               " torch.load(weights_only=True) only: use a checkpoint written by vfbench") from None
+        if "WeightsUnpickler error:" in text:  # not a pickle of plain data: say what the unpickler met
+            detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
+            first = "not a plain-data pickle: " + (detail[0].strip() if detail else "")
+        else:
+            first = (text.strip().splitlines() or [""])[0]
+        first = first.split(". ")[0][:200]  # torch appends paragraphs of advice to the first sentence
+        raise WeightsError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {first});"
+                           " it is truncated or not a vfbench checkpoint") from None
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise WeightsError(f"checkpoint {path} is not a vfbench training checkpoint (format {FORMAT});"
                            " pass a file from a run's checkpoints/ folder")
@@ -131,11 +142,26 @@ def prune(ckpt_dir: Path, *, keep: int, protect: Iterable[int] = ()) -> List[Pat
     return removed
 
 
-def drop_after(ckpt_dir: Path, step: int) -> None:
-    """Remove checkpoints newer than ``step`` (a resume from an older file must not leave them)."""
+def drop_after(ckpt_dir: Path, step: int) -> List[Path]:
+    """Move checkpoints newer than ``step`` aside into ``checkpoints/unreadable/`` (a resume from an
+    older file must not leave them in the way, and must not destroy them either).
+
+    On a resume the only newer files are those ``find_latest`` could not load; the failure may be
+    transient (an NFS error, a GPU out of memory under ``map_location``, a newer torch), so the file
+    is kept for the user to inspect or restore, never deleted. Returns the new paths.
+    """
+    moved = []
     for s, path in list_checkpoints(ckpt_dir):
         if s > step:
-            path.unlink(missing_ok=True)
+            dest = Path(ckpt_dir) / "unreadable" / path.name
+            dest.parent.mkdir(exist_ok=True)
+            if dest.exists():
+                dest = dest.with_name(f"{path.name}.{int(path.stat().st_mtime)}")
+            path.replace(dest)
+            moved.append(dest)
+            warnings.warn(f"checkpoint {path} could not be loaded and was moved to {dest}; the run resumes from"
+                          f" step {step}. Delete it once you no longer need it")
+    return moved
 
 
 # -- RNG state -----------------------------------------------------------------------------------

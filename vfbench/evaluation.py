@@ -279,6 +279,19 @@ def _extract(extractor, batches: Iterator, total: int, frames: int, size: int, d
 
 
 # -- the real side ----------------------------------------------------------------------------------
+# keys of a run's recorded dataset section that are not options of the reference dataset: the
+# protocol sets frames/size/seed, and ``describe`` is the record of what the run trained on
+_RUN_ONLY_DATASET_KEYS = ("frames", "size", "seed", "describe")
+
+
+def reference_dataset_of(run_cfg: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The reference dataset spec of a run (its config.json ``dataset`` section, as options)."""
+    dataset = run_cfg.get("dataset") or None
+    if isinstance(dataset, dict):
+        dataset = {k: v for k, v in dataset.items() if k not in _RUN_ONLY_DATASET_KEYS}
+    return dataset
+
+
 def _dataset_spec(dataset) -> Dict[str, Any]:
     if isinstance(dataset, str):
         return {"name": dataset}
@@ -405,9 +418,7 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
         if samples_source is None:
             samples_source = pick_samples_dir(run_dir, tag)
         if dataset is None:
-            dataset = run_cfg.get("dataset") or None
-            if isinstance(dataset, dict):
-                dataset = {k: v for k, v in dataset.items() if k not in ("frames", "size", "seed")}
+            dataset = reference_dataset_of(run_cfg)
     if samples_source is None:
         raise UsageError("no samples to score: give a run (vfbench evaluate RUN) or --samples DIR")
     if dataset is None:

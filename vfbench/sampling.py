@@ -24,6 +24,7 @@ from vfbench.checkpoint import derive_seed
 from vfbench.clips import check_clips
 from vfbench.errors import DataError, UsageError, check_positive
 
+MAX_NUM = 10**9  # clips per sample set (16 x 128 x 128 x 3 bytes each: far beyond any disk)
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 # What must match for a resumed sampling call to reuse existing shards.
@@ -110,6 +111,9 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
 
     check_positive("--num", num)
     check_positive("--batch-size", batch_size)
+    if num > MAX_NUM:
+        raise UsageError(f"--num {num} is more clips than vfbench can index (at most {MAX_NUM:,});"
+                         " draw them in several sample sets with different --seed / --tag")
     if not isinstance(seed, int) or seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
     run_dir = Path(run_dir)
@@ -129,6 +133,7 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
         "dtype": "uint8", "layout": "BTCHW", "complete": False,
     }
     mpath = out / "manifest.json"
+    fresh = not out.exists()  # this call creates the folder (removed again if the very first draw is refused)
     if mpath.is_file():
         old = read_json(mpath)
         changed = [k for k in _IDENTITY_KEYS if old.get(k) != manifest[k]]
@@ -164,6 +169,12 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
             _save_npy(out / shard_name(i), arr)
             if bar is not None:
                 bar.update(counts[i])
+    except Exception:
+        # a request the generator refuses (an unknown sampler, a bad control) must not leave an empty
+        # folder whose manifest blocks the corrected request under the same tag
+        if fresh and info.world_size == 1 and not list(out.glob("shard-*.npy")):
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     finally:
         if bar is not None:
             bar.close()

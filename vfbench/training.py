@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import torch
 from torch import nn
 
-from vfbench.atomic import atomic_write, atomic_write_json
+from vfbench.atomic import FileLock, atomic_write, atomic_write_json
 from vfbench.checkpoint import (capture_rng_state, derive_seed, drop_after, find_latest,
                                 list_checkpoints, restore_rng_state, save_checkpoint)
 from vfbench.config import to_dict
@@ -264,6 +264,28 @@ def _diverged(what: str, step: int, value: Any, last_ckpt: Optional[Path], lr: f
                             f" lower the learning rate (--lr, now {lr:g}) or set --grad-clip and rerun with --resume")
 
 
+TRAIN_LOCK = ".train.lock"
+
+
+def run_lock(run_dir: Path | str) -> "FileLock":
+    """The run folder's exclusive lock (non-blocking): two trainers of one run at once are refused.
+
+    A rerun of the same command in a second terminal while the first still trains would otherwise
+    write the same checkpoints and log.csv and, on resume, move the first one's newer checkpoints
+    aside. The lock dies with its process, so a killed run never leaves it behind.
+    """
+    run_dir = Path(run_dir)
+    return FileLock(run_dir / TRAIN_LOCK, blocking=False,
+                    what=f"run {run_dir} (it is being trained by another process)")
+
+
+def check_not_training(run_dir: Path | str) -> None:
+    """Raise ``LockHeld`` now if another process trains ``run_dir`` (before anything is rewritten)."""
+    if Path(run_dir).is_dir() and dist_info().is_main:
+        with run_lock(run_dir):
+            pass
+
+
 def train(run_dir: Path | str, generator: nn.Module, dataset, cfg: TrainConfig, resume: bool = False,
           loss_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None, param_groups: Any = None,
           progress: bool = True, *, model_name: Optional[str] = None) -> Dict[str, Any]:
@@ -271,9 +293,16 @@ def train(run_dir: Path | str, generator: nn.Module, dataset, cfg: TrainConfig, 
 
     ``loss_fn(batch) -> {"loss": ..., terms...}`` defaults to ``generator.loss``; ``param_groups``
     (a list, or a callable ``lr -> list``) defaults to ``generator.param_groups``. Returns the
-    summary also written to ``summary.json``.
+    summary also written to ``summary.json``. The run folder is locked while training (rank 0):
+    a second trainer of the same run fails at once with ``LockHeld``.
     """
     cfg.validate()
+    lock = run_lock(run_dir) if dist_info().is_main else contextlib.nullcontext()
+    with lock:
+        return _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name)
+
+
+def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name):
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())

@@ -186,6 +186,9 @@ def train_cmd(
         base_state, extra["base_init"] = read_base_state(base_init, store)
     if pretrain_base_steps is not None:
         extra["pretrain_base_steps"] = pretrain_base_steps
+    from vfbench.training import check_not_training
+
+    check_not_training(store.run_dir(run_name))  # before config.json is rewritten or --force deletes anything
     run_dir = _on_main_then_all(setup.train_cfg.device, lambda: create_run(
         store, run_name, generator, setup.generator_config, setup.dataset_kwargs, setup.train_cfg,
         resume=resume or (info_rank() > 0), force=force and info_rank() == 0, extra=extra))
@@ -256,6 +259,9 @@ def pretrain_base_cmd(
         {}, class_cond)
     store = ResultsStore.open(results)
     art_name = check_run_name(name or f"{generator}-base-{setup.dataset_kwargs['name']}")
+    from vfbench.training import check_not_training
+
+    check_not_training(store.root / "pretrained" / art_name)
     out_dir = _on_main_then_all(setup.train_cfg.device, lambda: prepare_run_dir(
         store.root / "pretrained" / art_name, generator, setup.generator_config, setup.dataset_kwargs,
         setup.train_cfg, resume=resume or (info_rank() > 0), force=force and info_rank() == 0,
