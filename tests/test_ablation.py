@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from vfbench import pipeline
 from vfbench.ablation import ExpandOptions, expand, get_spec, lambda_spec, run_table
@@ -81,7 +82,7 @@ class Fakes:
         d = store.run_dir(plan.name)
         (d / "checkpoints").mkdir(parents=True, exist_ok=True)
         (d / "config.json").write_text(json.dumps({"generator": plan.generator}))
-        (d / "checkpoints" / f"step-{plan.steps:07d}.pt").write_bytes(b"x")
+        torch.save({}, d / "checkpoints" / f"step-{plan.steps:07d}.pt")  # a whole (zip) checkpoint file
         (d / "checkpoints" / "latest.json").write_text(json.dumps({"step": plan.steps, "file": f"step-{plan.steps:07d}.pt"}))
         return d
 
@@ -316,3 +317,14 @@ def test_demo_quick_end_to_end(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(list(store.iter_records())) == len(recs)        # nothing re-evaluated
     assert ": training " not in again.stderr and again.stderr.count("skipping training") == 5
+
+
+def test_trained_step_ignores_a_torn_checkpoint(tmp_path):
+    from vfbench.pipeline import trained_step
+
+    ck = tmp_path / "checkpoints"
+    ck.mkdir()
+    torch.save({"w": torch.zeros(3)}, ck / "step-0000010.pt")
+    whole = (ck / "step-0000010.pt").read_bytes()
+    (ck / "step-0000020.pt").write_bytes(whole[: len(whole) // 2])  # killed mid-write
+    assert trained_step(tmp_path) == 10

@@ -145,20 +145,27 @@ def samples_needed(specs: Sequence[Any]) -> int:
 
 # -- done-ness checks ------------------------------------------------------------------------------
 def trained_step(run_dir: Path) -> int:
-    """The step of the run's newest complete checkpoint (0 if none)."""
+    """The step of the run's newest complete checkpoint (0 if none).
+
+    A checkpoint counts only if its zip container is whole (the central directory is written last,
+    so a torn file fails ``is_zipfile``): otherwise the pipeline would skip training and sample an
+    older checkpoint. Cheaper than loading what may be gigabytes of weights.
+    """
+    import zipfile
+
     ckpt_dir = Path(run_dir) / "checkpoints"
     steps = []
     pointer = ckpt_dir / "latest.json"
     if pointer.is_file():
         try:
             info = read_json(pointer)
-            if (ckpt_dir / str(info.get("file", ""))).is_file():
+            if zipfile.is_zipfile(ckpt_dir / str(info.get("file", ""))):
                 steps.append(int(info["step"]))
-        except (VfbenchError, KeyError, TypeError, ValueError):
+        except (VfbenchError, KeyError, TypeError, ValueError, OSError):
             pass  # a damaged pointer: fall back to the file names
     for p in ckpt_dir.glob("step-*.pt") if ckpt_dir.is_dir() else ():
         m = re.match(r"^step-(\d+)\.pt$", p.name)
-        if m:
+        if m and zipfile.is_zipfile(p):
             steps.append(int(m.group(1)))
     return max(steps, default=0)
 
