@@ -4,7 +4,7 @@ Each section belongs to one subsystem; the target module registers the real obje
 same name when it is imported.
 """
 
-from vfbench.registry import DATASETS, EXTRACTORS, GENERATORS, METRICS
+from vfbench.registry import DATASETS, EXTRACTORS, GENERATORS
 
 # -- datasets ---------------------------------------------------------------------------------
 DATASETS.add_lazy("shapes", "vfbench.data.shapes:ShapesDataset",
@@ -34,19 +34,9 @@ GENERATORS.add_lazy("vidm", "vfbench.generators.vidm:VIDM",
 # metrics subsystem: statistics/scores (metrics/protocols.py registers the MetricSpec objects)
 EXTRACTORS.add_lazy("c3d-ucf101", "vfbench.metrics.c3d:C3DExtractor",
                     description="C3D UCF-101 class posteriors for the video IS (user-supplied weights)")
-for _name, _hib, _desc in [
-    ("fvd2048_16f", False, "FVD, I3D (TF-Hub reference), 2048 vs 2048 16x128x128 clips"),
-    ("kvd2048_16f", False, "KVD (cubic-kernel unbiased MMD^2, raw), I3D, 2048 vs 2048"),
-    ("fvd256_16f", False, "FVD, I3D, 256 vs 256 16x128x128 clips (quick; not comparable to fvd2048)"),
-    ("kvd256_16f", False, "KVD, I3D, 256 vs 256 (quick)"),
-    ("is2048_ucf_tganv2", True, "video IS, C3D UCF-101, TGANv2 protocol: bilinear 112, 10 rounds of 2048"),
-    ("is10k_ucf_tgan", True, "video IS, C3D UCF-101, TGAN v1 protocol: cubic 128 + crop 112, 10,000 samples"),
-    ("fvd_shapes256", False, "FVD with the built-in shapes-net features, 256 vs 256 shapes clips"),
-    ("kvd_shapes256", False, "KVD with the built-in shapes-net features, 256 vs 256 shapes clips"),
-    ("is_shapes256", True, "IS of shapes-net content posteriors (120 classes), 256 clips"),
-    ("disentangle_shapes", True, "VideoFusion content/motion control: chance-corrected label agreement under shared base / residual noise"),
-]:
-    METRICS.add_lazy(_name, f"vfbench.metrics.protocols:{_name}", description=_desc, higher_is_better=_hib)
+# The metric definitions themselves register every MetricSpec (name, description, higher_is_better);
+# the module needs only dataclasses, so importing it here keeps `vfbench ls` light.
+import vfbench.metrics.protocols  # noqa: E402,F401
 EXTRACTORS.add_lazy("i3d", "vfbench.metrics.i3d_extractor:I3DExtractor",
                     description="I3D Kinetics-400 logits (TF-Hub FVD/KVD network), presets reference | stylegan-v | tats")
 EXTRACTORS.add_lazy("shapes-net", "vfbench.metrics.shapes_net:ShapesNetExtractor",
