@@ -563,13 +563,19 @@ def _real_statistic(spec, ds, ext, ext_desc, selection, cache_key, cache_root: P
     from vfbench.atomic import FileLock
     from vfbench.metrics.stats import FeatureSet, FeatureStats
 
+    def extract():
+        idx = real_indices(len(ds), spec.num_real, spec.real_selection, selection["seed"])
+        return _extract(ext, _iter_dataset(ds, idx, batch_size), len(idx), spec.frames, spec.resolution,
+                        f"{spec.extractor} real", progress)
+
     def compute():
         fk = (json.dumps(ext_desc, sort_keys=True), json.dumps(selection, sort_keys=True), spec.frames,
               spec.resolution)
         if fk not in real_feats:
-            idx = real_indices(len(ds), spec.num_real, spec.real_selection, selection["seed"])
-            real_feats[fk] = _extract(ext, _iter_dataset(ds, idx, batch_size), len(idx), spec.frames,
-                                      spec.resolution, f"{spec.extractor} real", progress)
+            # Several metrics share the real features; with the cache on they live on disk under their own
+            # lock, so a concurrent evaluation of another metric loads them instead of extracting again.
+            real_feats[fk] = _cached_real_features(cache_root, ds, ext_desc, selection, spec, extract) \
+                if cache else extract()
         feats = real_feats[fk][spec.output]
         return (FeatureStats() if spec.kind == "fvd" else FeatureSet()).update(feats)
 
@@ -584,6 +590,27 @@ def _real_statistic(spec, ds, ext, ext_desc, selection, cache_key, cache_root: P
         stat = compute()
         _save_state(path, stat)
         return stat
+
+
+def _cached_real_features(cache_root: Path, ds, ext_desc, selection, spec, extract) -> Dict[str, np.ndarray]:
+    """The extractor outputs of the selected real clips, extracted once per key across processes."""
+    from vfbench.atomic import FileLock, atomic_write
+
+    key = stats_cache_key({"features": True, "extractor": ext_desc, "selection": selection,
+                           "dataset": _jsonable(getattr(ds, "describe", lambda: {})()),
+                           "frames": spec.frames, "resolution": spec.resolution})
+    path = cache_root / "features" / f"{key}.npz"
+    with FileLock(path.with_suffix(".lock")):
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    return {k: z[k] for k in z.files}
+            except _NPZ_ERRORS:
+                pass  # corrupt: extract again and replace
+        feats = extract()
+        with atomic_write(path, "wb") as fh:
+            np.savez(fh, **feats)
+        return feats
 
 
 def _score(spec, real_stat, fake: np.ndarray):
