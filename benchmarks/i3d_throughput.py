@@ -4,7 +4,8 @@ Baseline (kept here, as written in ``metrics/i3d.py`` / ``metrics/i3d_extractor.
 ``preprocess`` (TF1 legacy bilinear resize to 224, ``2x/255 - 1``) then ``I3D.forward`` in NCDHW under
 ``torch.no_grad``.
 
-Optimised (``FastI3D`` below; same weights, same arithmetic type fp32, no TF32/bf16):
+Optimised (what ``I3DExtractor`` runs by default: ``FusedI3D`` of ``metrics/i3d_fused.py``; same weights,
+same arithmetic type fp32, no TF32/bf16):
 
 * **batched**: ``--batch`` clips per forward, under ``torch.inference_mode``;
 * **channels-last (NDHWC)** activations throughout: 3x3x3 / 7x7x7 convolutions run as oneDNN
@@ -20,7 +21,7 @@ Optimised (``FastI3D`` below; same weights, same arithmetic type fp32, no TF32/b
 * the resize output is written straight into the NDHWC layout (no NCDHW copy).
 
 A third path, ``separable_pools``, is the baseline with only the max-pools replaced by the separable
-form (``with_separable_pools``): the minimal change proposed for ``metrics/i3d.py``, bit-identical.
+form (``with_separable_pools``): what ``metrics/i3d.py`` (the ``eager`` implementation) runs, bit-identical.
 
 Exactness: logits of both paths on the same clips, max absolute difference reported (re-association of
 fp32 sums in the folded/merged convolutions gives differences around 1e-5 on logits of magnitude ~10).
@@ -35,69 +36,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
-# -- the optimised network ----------------------------------------------------------------------
-
-def _fold(unit) -> tuple:
-    """(weight, bias) of a Unit3D with its frozen BatchNorm folded in."""
-    scale = torch.rsqrt(unit.moving_variance.double() + unit.bn_eps)
-    if unit.gamma is not None:
-        scale = scale * unit.gamma.double()
-    w = (unit.weight.double() * scale.view(-1, 1, 1, 1, 1)).float()
-    b = (unit.beta.double() - unit.moving_mean.double() * scale).float()
-    return w, b
-
-
-class _Conv(nn.Module):
-    """Conv (BN folded) + ReLU on NDHWC tensors ``[N, T, H, W, C]``; TF SAME padding."""
-
-    def __init__(self, units: List[nn.Module]):
-        super().__init__()
-        folded = [_fold(u) for u in units]  # several 1x1x1 units reading the same input: one GEMM
-        w = torch.cat([f[0] for f in folded])
-        b = torch.cat([f[1] for f in folded])
-        self.kernel, self.stride = units[0].kernel, units[0].stride
-        self.splits = [f[0].shape[0] for f in folded]
-        self.pointwise = self.kernel == (1, 1, 1) and self.stride == (1, 1, 1)
-        if self.pointwise:
-            self.register_buffer("weight", w.flatten(1).contiguous())  # [Cout, Cin]
-        else:
-            self.register_buffer("weight", w.contiguous(memory_format=torch.channels_last_3d))
-        self.register_buffer("bias", b)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from vfbench.metrics.i3d import _as_f_pad, _same_pads
-
-        if self.pointwise:
-            return F.relu_(F.linear(x, self.weight, self.bias))
-        n, t, h, w, c = x.shape
-        pads = _same_pads((n, c, t, h, w), self.kernel, self.stride)
-        xc = x.permute(0, 4, 1, 2, 3)  # an NCDHW view with channels-last-3d strides
-        if all(f == b for f, b in pads):
-            y = F.conv3d(xc, self.weight, self.bias, self.stride, tuple(f for f, _ in pads))
-        else:
-            xc = F.pad(xc, _as_f_pad(pads)).contiguous(memory_format=torch.channels_last_3d)
-            y = F.conv3d(xc, self.weight, self.bias, self.stride)
-        return F.relu_(y.permute(0, 2, 3, 4, 1))  # NDHWC view (contiguous for channels-last output)
-
-
-def _max_pool_ndhwc(x: torch.Tensor, kernel, stride) -> torch.Tensor:
-    """TF SAME max-pool of ``[N, T, H, W, C]``: separable (T, then H, then W), -inf padding; exact."""
-    from vfbench.metrics.i3d import _same_pads
-
-    n, t, h, w, c = x.shape
-    pads = _same_pads((n, c, t, h, w), kernel, stride)
-    if any(f or b for f, b in pads):
-        (tf_, tb), (hf, hb), (wf, wb) = pads
-        x = F.pad(x, (0, 0, wf, wb, hf, hb, tf_, tb), value=float("-inf"))
-    return _separable_max(x, (1, 2, 3), kernel, stride)
-
+# -- the eager baseline and the pools-only variant -------------------------------------------------
 
 def _max_pool_ncdhw(x: torch.Tensor, kernel, stride) -> torch.Tensor:
     """The same separable max-pool on ``[N, C, T, H, W]`` (a drop-in for ``MaxPool3dSame.forward``;
@@ -159,83 +105,6 @@ def with_separable_pools(net):
     return net
 
 
-class _Pool(nn.Module):
-    def __init__(self, pool):
-        super().__init__()
-        self.kernel, self.stride = pool.kernel, pool.stride
-
-    def forward(self, x):
-        return _max_pool_ndhwc(x, self.kernel, self.stride)
-
-
-class _Inception(nn.Module):
-    def __init__(self, block):
-        super().__init__()
-        b2 = list(block.Branch_2.values())
-        self.reduce = _Conv([block.Branch_0["Conv3d_0a_1x1"], block.Branch_1["Conv3d_0a_1x1"], b2[0]])
-        self.b1 = _Conv([block.Branch_1["Conv3d_0b_3x3"]])
-        self.b2 = _Conv([b2[1]])
-        self.pool = _Pool(block.branch3_pool)
-        self.b3 = _Conv([block.Branch_3["Conv3d_0b_1x1"]])
-
-    def forward(self, x):
-        y0, y1, y2 = self.reduce(x).split(self.reduce.splits, dim=-1)
-        return torch.cat([y0, self.b1(y1.contiguous()), self.b2(y2.contiguous()), self.b3(self.pool(x))], dim=-1)
-
-
-class FastI3D(nn.Module):
-    """The same function as ``I3D`` on uint8-derived float input, reorganised for CPU throughput."""
-
-    ORDER = ("Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3", "MaxPool3d_3a_3x3", "Mixed_3b",
-             "Mixed_3c", "MaxPool3d_4a_3x3", "Mixed_4b", "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f",
-             "MaxPool3d_5a_2x2", "Mixed_5b", "Mixed_5c")
-
-    def __init__(self, net):
-        super().__init__()
-        from vfbench.metrics.i3d import InceptionBlock, MaxPool3dSame, Unit3D
-
-        layers = []
-        for name in self.ORDER:
-            m = getattr(net, name)
-            if isinstance(m, Unit3D):
-                layers.append(_Conv([m]))
-            elif isinstance(m, MaxPool3dSame):
-                layers.append(_Pool(m))
-            elif isinstance(m, InceptionBlock):
-                layers.append(_Inception(m))
-            else:
-                raise TypeError(f"unexpected I3D layer {name}: {type(m).__name__}")
-        self.layers = nn.ModuleList(layers)
-        self.logits = copy.deepcopy(net.Logits)
-        self.requires_grad_(False)
-        self.eval()
-
-    def forward(self, x_ndhwc: torch.Tensor) -> torch.Tensor:
-        x = x_ndhwc
-        for layer in self.layers:
-            x = layer(x)
-        logits = self.logits(x.permute(0, 4, 1, 2, 3).contiguous())  # [B, 400, T', 1, 1]
-        return logits.squeeze(-1).squeeze(-1).mean(dim=2)
-
-
-def preprocess_ndhwc(clips: torch.Tensor, resize: str = "tf1-legacy-bilinear") -> torch.Tensor:
-    """uint8 ``[B, T, C, H, W]`` -> float32 ``[B, T, 224, 224, 3]`` in [-1, 1]: the same values as
-    ``i3d_extractor.preprocess``, laid out channels-last."""
-    from vfbench.metrics.i3d_extractor import SIZE
-    from vfbench.metrics.tf_resize import resize_bilinear_tf1
-
-    b, t, c, h, w = clips.shape
-    frames = clips.reshape(b * t, c, h, w)
-    if (h, w) == (SIZE, SIZE):
-        frames = frames.to(torch.float32)
-    elif resize == "tf1-legacy-bilinear":
-        frames = resize_bilinear_tf1(frames, (SIZE, SIZE))
-    else:
-        frames = F.interpolate(frames.to(torch.float32), size=(SIZE, SIZE), mode="bilinear", align_corners=False)
-    out = frames.reshape(b, t, c, SIZE, SIZE).permute(0, 1, 3, 4, 2)
-    return (2.0 * out / 255.0 - 1.0).contiguous()
-
-
 # -- the benchmark ----------------------------------------------------------------------------------
 
 def load_net(random_weights: bool = False):
@@ -275,13 +144,14 @@ def run(clips: int = 4, batch: int = 4, frames: int = 16, size: int = 64, repeat
         random_weights: bool = False, matmul_n: int = 1024) -> Dict:
     from vfbench.bench import count_flops, interleaved_times, machine_info, matmul_flops_per_s, summarize
     from vfbench.metrics.i3d_extractor import preprocess
+    from vfbench.metrics.i3d_fused import FusedI3D, preprocess_ndhwc
 
     old = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         net, weights_note = load_net(random_weights)
-        fast = FastI3D(net)
+        fast = FusedI3D(net)
         pooled = with_separable_pools(net)
         net = with_reference_pools(net)  # the straightforward eager baseline: max_pool3d, as before the change
         g = torch.Generator().manual_seed(0)

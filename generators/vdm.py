@@ -12,7 +12,8 @@ Extras of the VDM paper implemented here:
 * classifier-free guidance (Ho & Salimans 2022) for class-conditional runs: null-label dropout in
   training, guided eps at sampling (default scale 3.0, VideoFusion Table 8);
 * joint image-video training (VDM Sec. 3/4.3): ``joint_images`` independent frames from other clips
-  are appended to each clip, with temporal attention masked so they do not see each other or the clip.
+  are appended to each clip, with temporal attention masked so they do not see each other or the clip;
+* reconstruction-guided extension to longer videos (VDM Sec. 3.1, Eq. 7): ``sample_long``, in ``vdm_long.py``.
 
 Sampling is DDIM (Song et al. 2021) with 50 respaced steps by default, or ancestral DDPM.
 """
@@ -20,16 +21,13 @@ Sampling is DDIM (Song et al. 2021) with 50 respaced steps by default, or ancest
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 
 from vfbench.clips import unit_to_uint8
-from vfbench.diffusion import (
-    DiffusionSchedule, check_eta, classifier_free_guidance, ddim_step, ddpm_step, q_sample, sample_timesteps,
-    schedule_names, timestep_pairs,
-)
+from vfbench.diffusion import DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps, schedule_names
 from vfbench.errors import UsageError, check_range, did_you_mean
 from vfbench.generator import Generator
 from vfbench.nets.unet import UNet, UNetConfig, unet_preset
@@ -38,6 +36,7 @@ from vfbench.registry import GENERATORS
 LOSSES = ("mse", "l1")
 SAMPLERS = ("ddim", "ddpm")
 SAMPLE_CONTROLS = ("batch_size", "sampler", "steps", "eta", "labels", "guidance_scale")
+RECONSTRUCTION_WEIGHT = 2.0  # default w_r of long videos (Ho et al. 2022, Sec. 3.1, Eq. 7); see vdm_long.py
 
 
 @dataclass(frozen=True)
@@ -206,64 +205,28 @@ class VDM(Generator):
         initial noise and per-step noise come from its own seed, so the clips do not depend on
         ``batch_size``, and the same generator state gives the same bytes.
         """
-        c = self.config
         if unknown:
             name = sorted(unknown)[0]
             raise UsageError(did_you_mean("VDM sampling control", name, SAMPLE_CONTROLS))
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise UsageError(f"the number of clips to sample must be a positive integer, got {n!r}")
-        sampler = sampler or c.sampler
-        if sampler not in SAMPLERS:
-            raise UsageError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
-        steps = c.sampling_steps if steps is None else steps
-        eta = check_eta(c.eta if eta is None else eta)
-        scale = c.guidance_scale if guidance_scale is None else float(guidance_scale)
-        check_range("guidance_scale", scale, 0)
-        batch_size = min(n, 32) if batch_size is None else batch_size
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if sampler == "ddpm" and steps == c.num_timesteps:
-            pairs = [(t, t - 1) for t in range(c.num_timesteps - 1, -1, -1)]
-        else:
-            pairs = timestep_pairs(c.num_timesteps, steps)  # validates steps
-            if sampler == "ddpm":
-                eta = 1.0
-        generator = generator if generator is not None else torch.Generator().manual_seed(0)
-        class_labels = self._sample_labels(n, labels, generator)
-        clip_seeds = torch.randint(0, 2 ** 62, (n,), generator=generator, device=generator.device).tolist()
+        from vfbench.generators.vdm_long import denoise_window, make_plan, sample_in_batches
 
-        was_training = self.training
-        self.eval()
-        try:
-            out = []
-            for start in range(0, n, batch_size):
-                seeds = clip_seeds[start:start + batch_size]
-                lab = class_labels[start:start + batch_size].to(self.device) if class_labels is not None else None
-                out.append(self._sample_batch(seeds, generator.device, pairs, sampler, eta, lab, scale))
-        finally:
-            self.train(was_training)
-        return torch.cat(out)
+        plan = make_plan(self, n, generator, batch_size=batch_size, sampler=sampler, steps=steps, eta=eta,
+                         labels=labels, guidance_scale=guidance_scale)
+        return sample_in_batches(self, plan, lambda noise, lab: unit_to_uint8(denoise_window(self, plan, noise, lab)))
 
-    def _sample_batch(self, seeds: List[int], noise_device, pairs, sampler: str, eta: float,
-                      labels: Optional[torch.Tensor], scale: float) -> torch.Tensor:
-        c = self.config
-        shape = (c.frames, c.channels, c.size, c.size)
-        clip_gens = [torch.Generator(device=noise_device).manual_seed(s) for s in seeds]
+    @torch.no_grad()
+    def sample_long(self, n: int, length: int, generator: Optional[torch.Generator] = None, *,
+                    overlap: Optional[int] = None, guidance_weight: float = RECONSTRUCTION_WEIGHT,
+                    **controls) -> torch.Tensor:
+        """``n`` clips of ``length`` frames, uint8 ``[n, length, C, H, W]``, by reconstruction-guided extension
+        (Ho et al. 2022, Sec. 3.1, Eq. 7): windows of ``frames`` frames, each new one sharing ``overlap``
+        (default ``frames // 2``) known frames with the video so far, guided with weight ``guidance_weight``
+        (w_r; 0 = plain replacement). Other controls as in ``sample``; the first ``frames`` frames equal
+        ``sample(n, generator)``. Algorithm, default weight and randomness: ``vfbench.generators.vdm_long``."""
+        from vfbench.generators.vdm_long import sample_long_clips
 
-        def fresh_noise() -> torch.Tensor:
-            return torch.stack([torch.randn(shape, generator=g, device=noise_device) for g in clip_gens]).to(self.device)
-
-        z = fresh_noise()
-        b = len(seeds)
-        for t, t_prev in pairs:
-            t_vec = torch.full((b,), t, dtype=torch.long, device=self.device)
-            eps = self.guided_noise(z, t_vec, labels, scale).float()
-            if sampler == "ddpm" and t_prev == t - 1:
-                z = ddpm_step(self.schedule, z, eps, t, noise=fresh_noise() if t > 0 else None)
-            else:
-                z = ddim_step(self.schedule, z, eps, t, t_prev, eta=eta,
-                              noise=fresh_noise() if eta > 0 and t_prev >= 0 else None)
-        return unit_to_uint8(z).cpu()
+        return sample_long_clips(self, n, length, generator, overlap=overlap, guidance_weight=guidance_weight,
+                                 **controls)
 
 
-__all__ = ["VDM", "VDMConfig", "LOSSES", "SAMPLERS"]
+__all__ = ["VDM", "VDMConfig", "LOSSES", "SAMPLERS", "RECONSTRUCTION_WEIGHT"]

@@ -358,6 +358,14 @@ class VIDM(Generator):
             chunks.append(unit_to_uint8(torch.stack(clip, dim=1)).cpu())
         return torch.cat(chunks, dim=0)
 
+    @torch.no_grad()
+    def sample_long(self, n: int, length: int, generator: Optional[torch.Generator] = None, **controls) -> torch.Tensor:
+        """``n`` clips of ``length`` frames, uint8 ``[n, length, C, H, W]``: VIDM is autoregressive, so this is
+        ``sample(n, generator, frames=length, **controls)`` (lengths up to ``max_frames``)."""
+        if "frames" in controls:
+            raise UsageError("sample_long takes the clip length as `length`; drop the `frames` control")
+        return self.sample(n, generator, frames=length, **controls)
+
     def ablation(self, **switches: bool) -> "VIDM":
         """A fresh model with some Table-3 switches flipped, e.g. ``model.ablation(posgn=False)``."""
         allowed = {"truncation", "robustness_penalty", "posgn", "implicit_condition"}

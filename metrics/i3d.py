@@ -180,6 +180,26 @@ class Logits(nn.Module):
         return self.Conv3d_0c_1x1(x)
 
 
+def check_input(x: torch.Tensor, channels_last: bool) -> None:
+    """Refuse what the graph cannot take: ``[B, 3, T, H, W]`` (``[B, T, H, W, 3]`` if ``channels_last``),
+    float, ``T >= MIN_FRAMES``. The 224x224 size is checked at the head (the final grid must be 7x7)."""
+    layout, c_dim, t_dim = ("[B, T, H, W, 3]", -1, 1) if channels_last else ("[B, 3, T, H, W]", 1, 2)
+    if x.ndim != 5 or x.shape[c_dim] != 3:
+        raise UsageError(f"I3D input must be {layout}, got shape {tuple(x.shape)}")
+    if x.shape[t_dim] < MIN_FRAMES:
+        raise UsageError(f"I3D needs clips of at least {MIN_FRAMES} frames, got {x.shape[t_dim]};"
+                         " sample longer clips (the FVD protocols use 16 frames)")
+    if not torch.is_floating_point(x):
+        raise UsageError(f"I3D input must be float in [-1, 1], got dtype {x.dtype};"
+                         " use I3DExtractor for uint8 clips")
+
+
+def check_final_grid(grid) -> None:
+    if tuple(grid) != (7, 7):
+        raise UsageError(f"I3D input frames must be 224x224 (got a final {tuple(grid)} grid"
+                         " instead of 7x7); resize frames to 224x224 first")
+
+
 class I3D(nn.Module):
     """The TF-Hub I3D graph: ``[B, 3, T, H, W]`` in [-1, 1] -> ``[B, 400]`` time-averaged logits.
 
@@ -213,21 +233,12 @@ class I3D(nn.Module):
         self.eval()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5 or x.shape[1] != 3:
-            raise UsageError(f"I3D input must be [B, 3, T, H, W], got shape {tuple(x.shape)}")
-        if x.shape[2] < MIN_FRAMES:
-            raise UsageError(f"I3D needs clips of at least {MIN_FRAMES} frames, got {x.shape[2]};"
-                             " sample longer clips (the FVD protocols use 16 frames)")
-        if not torch.is_floating_point(x):
-            raise UsageError(f"I3D input must be float in [-1, 1], got dtype {x.dtype};"
-                             " use I3DExtractor for uint8 clips")
+        check_input(x, channels_last=False)
         for name in ("Conv3d_1a_7x7", "MaxPool3d_2a_3x3", "Conv3d_2b_1x1", "Conv3d_2c_3x3",
                      "MaxPool3d_3a_3x3", "Mixed_3b", "Mixed_3c", "MaxPool3d_4a_3x3", "Mixed_4b",
                      "Mixed_4c", "Mixed_4d", "Mixed_4e", "Mixed_4f", "MaxPool3d_5a_2x2", "Mixed_5b",
                      "Mixed_5c"):
             x = getattr(self, name)(x)
-        if x.shape[-2:] != (7, 7):
-            raise UsageError(f"I3D input frames must be 224x224 (got a final {tuple(x.shape[-2:])} grid"
-                             " instead of 7x7); resize frames to 224x224 first")
+        check_final_grid(x.shape[-2:])
         logits = self.Logits(x)  # [B, 400, T', 1, 1]
         return logits.squeeze(-1).squeeze(-1).mean(dim=2)  # averaged over time, pre-softmax

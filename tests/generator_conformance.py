@@ -5,6 +5,8 @@ subclass's name must start with ``Test``). Every generator is built at the ``tin
 4 frames of 8x8, and must:
 
 * sample uint8 ``[n, T, C, H, W]``; the same generator state gives the same bytes, other seeds differ;
+* from ``sample_long(n, L)`` (L > T) either return uint8 ``[n, L, C, H, W]``, the same bytes for the same
+  generator state, or refuse with a ``UsageError``;
 * survive ``config_dict`` / ``from_config_dict`` + ``state_dict`` through ``torch.save`` and
   ``torch.load(weights_only=True)`` with identical samples;
 * return a finite 0-d ``loss`` with gradients (and only scalar logged terms) from ``loss(batch)``,
@@ -110,6 +112,20 @@ class GeneratorConformance:
         a = self.sample(model, 1, 3)
         torch.manual_seed(456)
         assert torch.equal(a, self.sample(model, 1, 3))
+
+    def test_sample_long_returns_longer_clips_or_refuses_clearly(self, make):
+        from vfbench.errors import UsageError
+
+        model = perturb(make())
+        length = FRAMES + 3
+        try:
+            a = model.sample_long(2, length, generator=torch.Generator().manual_seed(5), **self.sample_controls)
+        except UsageError:
+            return  # a generator that cannot extend videos says so clearly
+        assert isinstance(a, torch.Tensor) and a.dtype == torch.uint8
+        assert tuple(a.shape) == (2, length, CHANNELS, SIZE, SIZE)
+        assert torch.equal(a, model.sample_long(2, length, generator=torch.Generator().manual_seed(5),
+                                                **self.sample_controls))
 
     # -- serialisation ----------------------------------------------------------------------------
     def test_config_and_state_round_trip(self, make, tmp_path):

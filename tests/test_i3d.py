@@ -198,12 +198,13 @@ def _frechet_unbiased(a: np.ndarray, b: np.ndarray, ddof: int = 1) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.sqrt(np.clip(inner, 0, None)).sum())
 
 
+@pytest.mark.parametrize("impl", ["fused", "eager"])
 @pytest.mark.parametrize("frames,expected", [(30, 151.3925), (15, 133.908), (16, 152.902)])
-def test_known_answer_constant_videos(reference_net, frames, expected):
+def test_known_answer_constant_videos(reference_net, frames, expected, impl):
     from vfbench.metrics.i3d_extractor import I3DExtractor
 
     _, path = reference_net
-    ext = I3DExtractor(weights=path)
+    ext = I3DExtractor(weights=path, impl=impl)
     zeros = np.zeros((1, frames, 3, 64, 64), np.uint8)
     ones = np.full((1, frames, 3, 64, 64), 255, np.uint8)
     # every video of a constant set has the same embedding: both covariances vanish and
@@ -225,8 +226,20 @@ def _net_input(videos) -> torch.Tensor:
     return torch.from_numpy(np.stack(videos)).permute(0, 4, 1, 2, 3).contiguous()  # [B, 3, T, H, W], in [0, 1]
 
 
-def test_known_answer_first_logits(reference_net):
+def _forward(reference_net, impl: str):
+    """The network of ``impl`` as a function of NCDHW input (FusedI3D takes NDHWC)."""
     net, _ = reference_net
+    if impl == "eager":
+        return net
+    from vfbench.metrics.i3d_fused import FusedI3D
+
+    fused = FusedI3D(net)
+    return lambda x: fused(x.permute(0, 2, 3, 4, 1).contiguous())
+
+
+@pytest.mark.parametrize("impl", ["fused", "eager"])
+def test_known_answer_first_logits(reference_net, impl):
+    net = _forward(reference_net, impl)
     video0 = next(_random_videos(1))
     with torch.inference_mode():
         logits = net(_net_input([video0]))[0, :5].double().numpy()
@@ -234,8 +247,9 @@ def test_known_answer_first_logits(reference_net):
 
 
 @pytest.mark.slow
-def test_known_answer_random_128_vs_128(reference_net):
-    net, _ = reference_net
+@pytest.mark.parametrize("impl", ["fused", "eager"])
+def test_known_answer_random_128_vs_128(reference_net, impl):
+    net = _forward(reference_net, impl)
     feats = []
     for seed in (1, 2):
         out, batch = [], []

@@ -291,7 +291,11 @@ def test_sample_shape_dtype_and_determinism():
     a = model.sample(3, gen(10))
     assert a.dtype == torch.uint8 and a.shape == (3, FRAMES, 3, SIZE, SIZE)
     assert torch.equal(a, model.sample(3, gen(10)))
-    assert torch.equal(a, model.sample(3, gen(10), batch_size=2))  # per-clip streams: batching-independent
+    # Per-clip noise streams make the clips independent of batching. The arithmetic is not: oneDNN picks other
+    # convolution kernels for a batch of 1 than of 3, so a value may land one uint8 level away. A wrong
+    # stream would change almost every value by far more.
+    diff = (a.int() - model.sample(3, gen(10), batch_size=2).int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 0.01
     assert not torch.equal(a, model.sample(3, gen(11)))
 
 

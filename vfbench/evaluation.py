@@ -22,10 +22,12 @@ makes concurrent evaluations compute a missing entry once. ``cache=False`` bypas
 Fake side. A run's ``samples/<tag>/`` shards, or any folder of ``.npy`` / ``.npz`` uint8 arrays
 ``[n, T, C, H, W]`` or of videos (one clip per file: its first ``frames`` frames). Clips longer
 than the protocol are cut to their first ``frames`` frames; clips of another size get a centre
-square crop and an anti-aliased bilinear resize (both recorded). ``trials=K`` scores K disjoint
-consecutive slices of ``num_fake`` clips (mean, std with ddof=0 over slices, as TGANv2 reports
-rounds); ``bootstrap=B`` adds a 95% percentile interval for FVD over B resamples of the first
-slice's features.
+square crop and an anti-aliased bilinear resize (both recorded). Long-video sets of ``vfbench sample
+--length L`` (``"length"`` in their manifest) are never cut: with L above the metric's frames they are
+refused, and a run's sample set is picked automatically only among sets drawn without ``--length``.
+``trials=K`` scores K disjoint consecutive slices of ``num_fake`` clips (mean, std with ddof=0 over
+slices, as TGANv2 reports rounds); ``bootstrap=B`` adds a 95% percentile interval for FVD over B
+resamples of the first slice's features.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ class SampleFolder:
             raise DataError(f"samples folder {self.path} does not exist; run `vfbench sample RUN --num N` or"
                             " pass an existing folder of .npy shards or videos to --samples")
         self.frames, self.size = frames, size
+        length = _long_video_length(self.path)
+        if length is not None and length > frames:
+            raise UsageError(f"{self.path} holds {length}-frame long videos (vfbench sample --length) but this metric"
+                             f" scores {frames}-frame clips and would see only their first {frames}; evaluate a"
+                             f" sample set drawn without --length (or with --length {frames}) instead")
         files = sorted((p for p in self.path.iterdir() if not p.name.startswith(".")), key=_natural)
         self.entries: List[Tuple[Path, str, Optional[str], int]] = []  # (file, kind, npz key, count)
         for p in files:
@@ -241,7 +248,7 @@ def fit_clips(x, frames: int, size: int):
 
 # -- extractors -----------------------------------------------------------------------------------
 def build_extractor(name: str, preset: str, *, device: str = "cpu", batch_size: int = 8, offline: bool = False,
-                    i3d_weights=None, c3d_weights=None):
+                    i3d_weights=None, c3d_weights=None, i3d_impl: Optional[str] = None):
     """Instantiate the registered extractor ``name`` with the options its constructor accepts."""
     import inspect
 
@@ -249,13 +256,15 @@ def build_extractor(name: str, preset: str, *, device: str = "cpu", batch_size: 
 
     cls = EXTRACTORS.get(name)
     weights = c3d_weights if name.startswith("c3d") else (i3d_weights if name.startswith("i3d") else None)
-    offered = {"preset": preset, "device": device, "batch_size": batch_size, "offline": offline, "weights": weights}
+    offered = {"preset": preset, "device": device, "batch_size": batch_size, "offline": offline, "weights": weights,
+               "impl": i3d_impl if name.startswith("i3d") else None}
     try:
         params = inspect.signature(cls).parameters
     except (TypeError, ValueError):
         params = {}
     var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs = {k: v for k, v in offered.items() if (var_kw or k in params) and not (k == "weights" and v is None)}
+    kwargs = {k: v for k, v in offered.items()
+              if (var_kw or k in params) and not (k in ("weights", "impl") and v is None)}
     return cls(**kwargs)
 
 
@@ -397,7 +406,7 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
              batch_size: int = 8, device: str = "cpu", cache: bool = True, offline: bool = False,
              i3d_weights=None, c3d_weights=None, run: Optional[str] = None, tag: Optional[str] = None,
              samples_dir=None, data_root=None, real_selection: Optional[str] = None, i3d_preset: Optional[str] = None,
-             cache_dir=None,
+             i3d_impl: Optional[str] = None, cache_dir=None,
              progress: bool = True, write: bool = True) -> List[Dict[str, Any]]:
     """Score generated clips under ``metrics`` (names, specs, or a protocol name) against ``dataset``.
 
@@ -478,7 +487,8 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
         ek = (spec.extractor, spec.preset)
         if ek not in extractors:
             extractors[ek] = build_extractor(spec.extractor, spec.preset, device=device, batch_size=batch_size,
-                                             offline=offline, i3d_weights=i3d_weights, c3d_weights=c3d_weights)
+                                             offline=offline, i3d_weights=i3d_weights, c3d_weights=c3d_weights,
+                                             i3d_impl=i3d_impl)
 
     for spec in specs:
         t0 = time.time()
@@ -655,7 +665,14 @@ def pick_samples_dir(run_dir: Path, tag: Optional[str] = None) -> Path:
         return p
     sets = [d for d in sorted(root.iterdir()) if d.is_dir()] if root.is_dir() else []
     sets = [d for d in sets if any(f.suffix in SHARD_EXTS for f in d.iterdir())]
+    long_sets = [d for d in sets if _long_video_length(d) is not None]
+    sets = [d for d in sets if d not in long_sets]  # long videos are scored only when named with --tag
     if not sets:
+        if long_sets:
+            names = ", ".join(d.name for d in long_sets)
+            raise DataError(f"run {Path(run_dir).name} has only long-video sample sets ({names}); draw protocol-length"
+                            f" clips with `vfbench sample {Path(run_dir).name} --num N` (no --length) or name a set"
+                            f" with --tag")
         raise DataError(f"run {Path(run_dir).name} has no samples yet; create them with"
                         f" `vfbench sample {Path(run_dir).name} --num N`")
     if len(sets) == 1:
@@ -668,6 +685,18 @@ def pick_samples_dir(run_dir: Path, tag: Optional[str] = None) -> Path:
             return -1
 
     return max(sets, key=lambda d: (count(d), d.name))
+
+
+def _long_video_length(samples_dir: Path) -> Optional[int]:
+    """The ``length`` of a ``vfbench sample --length`` set (from its manifest), else None."""
+    mpath = Path(samples_dir) / "manifest.json"
+    if not mpath.is_file():
+        return None
+    try:
+        length = json.loads(mpath.read_text()).get("length")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return length if isinstance(length, int) and not isinstance(length, bool) else None
 
 
 def run_has_samples(run_dir: Path) -> bool:

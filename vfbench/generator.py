@@ -8,6 +8,8 @@ A generator is a ``torch.nn.Module`` with a frozen, serialisable dataclass confi
 * ``sample(n, generator=..., **controls) -> uint8 [n, T, C, H, W]``: same ``torch.Generator`` state,
   same bytes.
 * ``param_groups(lr)``: optimiser groups (VideoFusion's smaller base learning rate).
+* ``sample_long(n, length, generator=..., **controls) -> uint8 [n, length, C, H, W]``: clips longer than
+  the training length; the default raises ``UsageError`` (VideoFusion, VDM and VIDM implement it).
 
 Everything else (optimiser, EMA, precision, DDP, checkpoints, logging) is the shared trainer's.
 Checkpoints hold only tensors and plain data, loaded with ``torch.load(weights_only=True)``.
@@ -41,6 +43,17 @@ class Generator(nn.Module):
     @torch.no_grad()
     def sample(self, n: int, *, generator: Optional[torch.Generator] = None, **controls) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def sample_long(self, n: int, length: int, generator: Optional[torch.Generator] = None, **controls) -> torch.Tensor:
+        """uint8 clips ``[n, length, C, H, W]`` longer than the training length, for generators that can
+        extend videos (VideoFusion, VDM, VIDM override this); the default refuses clearly."""
+        from vfbench.errors import UsageError
+
+        name = self.name if self.name != Generator.name else type(self).__name__
+        frames = getattr(self.config, "frames", None)
+        what = f"{frames}-frame clips" if isinstance(frames, int) else "clips of its training length"
+        raise UsageError(f"{name} cannot sample clips longer than its training length; sample {what} without"
+                         f" --length, or use a generator that extends videos (videofusion, vdm or vidm)")
 
     def param_groups(self, lr: float) -> List[Dict[str, Any]]:
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": lr, "name": "all"}]

@@ -6,6 +6,9 @@ on which shards were drawn before, so an interrupted run resumes by drawing only
 shards, and several processes (``torchrun``) can split the shards between them.
 ``manifest.json`` is written first with ``"complete": false`` (so a resume can check it is
 continuing the same request) and rewritten with ``"complete": true`` after the last shard.
+With ``length`` the clips are drawn by ``generator.sample_long`` (videos longer than the training
+length); the length is then part of the request (``"length"`` in the manifest, ``-len<L>`` in the
+default tag). Without it the manifest and tag are exactly those of a plain request.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ MAX_NUM = 10**9  # clips per sample set (16 x 128 x 128 x 3 bytes each: far beyo
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 # What must match for a resumed sampling call to reuse existing shards.
-_IDENTITY_KEYS = ("generator", "run", "num", "seed", "shard_size", "shards", "checkpoint_step", "weights", "controls")
+_IDENTITY_KEYS = ("generator", "run", "num", "seed", "shard_size", "shards", "checkpoint_step", "weights", "controls",
+                  "length")
 
 
 def shard_name(i: int) -> str:
@@ -93,17 +97,18 @@ def _shard_ok(path: Path, n: int) -> bool:
         return False
 
 
-def default_tag(step: int, seed: int, num: int, ema: bool) -> str:
-    return f"step{step}-seed{seed}-n{num}" + ("" if ema else "-raw")
+def default_tag(step: int, seed: int, num: int, ema: bool, length: Optional[int] = None) -> str:
+    return f"step{step}-seed{seed}-n{num}" + ("" if ema else "-raw") + ("" if length is None else f"-len{length}")
 
 
 def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 16, tag: Optional[str] = None,
                *, ema: bool = True, checkpoint: Any = None, device: str = "auto", force: bool = False,
-               progress: bool = True, preview: bool = True, **controls) -> Path:
+               progress: bool = True, preview: bool = True, length: Optional[int] = None, **controls) -> Path:
     """Draw ``num`` clips from a run into ``samples/<tag>/`` (resumable); returns that folder.
 
     ``batch_size`` is also the shard size. ``controls`` go to ``generator.sample`` (e.g. guidance)
-    and are part of the manifest.
+    and are part of the manifest. ``length``: clips of that many frames from ``generator.sample_long``
+    (generators that cannot extend videos refuse); recorded in the manifest and the default tag.
     """
     from vfbench.distributed import barrier, dist_info, init_distributed
     from vfbench.runs import load_run
@@ -116,12 +121,14 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
                          " draw them in several sample sets with different --seed / --tag")
     if not isinstance(seed, int) or seed < 0:
         raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+        raise UsageError(f"--length must be a positive number of frames, got {length!r}")
     run_dir = Path(run_dir)
     wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     info = init_distributed(torch.device("cuda" if wants_cuda else "cpu")) if dist_info().enabled else dist_info()
     dev = resolve_device(device, info.local_rank)
     gen, run_cfg = load_run(run_dir, ema=ema, checkpoint=checkpoint, device=dev)
-    tag = tag or default_tag(run_cfg["step"], seed, num, ema)
+    tag = tag or default_tag(run_cfg["step"], seed, num, ema, length)
     if not _TAG_RE.match(tag):
         raise UsageError(f"--tag {tag!r} is not valid: use letters, digits and . _ = + - (at most 128)")
     out = run_dir / "samples" / tag
@@ -132,11 +139,13 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
         "weights": run_cfg["weights"], "controls": {k: controls[k] for k in sorted(controls)},
         "dtype": "uint8", "layout": "BTCHW", "complete": False,
     }
+    if length is not None:  # absent for plain requests, so their manifests stay as they were
+        manifest["length"] = length
     mpath = out / "manifest.json"
     fresh = not out.exists()  # this call creates the folder (removed again if the very first draw is refused)
     if mpath.is_file():
         old = read_json(mpath)
-        changed = [k for k in _IDENTITY_KEYS if old.get(k) != manifest[k]]
+        changed = [k for k in _IDENTITY_KEYS if old.get(k) != manifest.get(k)]
         if changed and not force:
             raise UsageError(f"{out} holds samples of a different request (differs in {', '.join(changed)});"
                              " pass another --tag, or --force to delete them and redraw")
@@ -158,10 +167,16 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
         for i in todo:
             g = torch.Generator(device=dev).manual_seed(derive_seed(seed, "shard", i))
             with torch.no_grad():
-                x = gen.sample(counts[i], generator=g, **controls)
+                if length is None:
+                    x = gen.sample(counts[i], generator=g, **controls)
+                else:
+                    x = gen.sample_long(counts[i], length, generator=g, **controls)
             check_clips(x, f"{run_cfg['generator']}.sample output", channels=None)
             if x.shape[0] != counts[i]:
                 raise DataError(f"{run_cfg['generator']}.sample returned {x.shape[0]} clips for n={counts[i]}")
+            if length is not None and x.shape[1] != length:
+                raise DataError(f"{run_cfg['generator']}.sample_long returned clips of {x.shape[1]} frames for"
+                                f" length={length}")
             arr = x.detach().cpu().numpy()
             if clip_shape is not None and arr.shape[1:] != clip_shape:
                 raise DataError(f"{run_cfg['generator']}.sample changed clip shape between shards")

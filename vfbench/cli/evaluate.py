@@ -51,6 +51,7 @@ def evaluate_cmd(
     batch_size: int = typer.Option(8, "--batch-size", help="Clips per extractor batch."),
     seed: int = typer.Option(0, "--seed", help="Seed of the real clip selection and the bootstrap."),
     i3d_preset: Optional[str] = typer.Option(None, "--i3d-preset", help="I3D port to imitate: reference (default), stylegan-v or tats; the metric name gets the preset as a suffix."),
+    i3d_impl: Optional[str] = typer.Option(None, "--i3d-impl", help="I3D implementation: fused (default; channels-last, BatchNorm folded) or eager (the layer-for-layer port); same fp32 function, recorded in the result."),
     real_selection: Optional[str] = typer.Option(None, "--real-selection", help="reference (shuffled train set, default) or stylegan-v (first videos)."),
 ):
     """Score generated clips with FVD/KVD/IS under a protocol and write one result record per metric.
@@ -83,7 +84,7 @@ def evaluate_cmd(
     store = ResultsStore.open(results)
     common = dict(trials=trials, bootstrap=bootstrap, seed=seed, batch_size=batch_size, device=device,
                   cache=not no_cache, offline=offline, i3d_weights=i3d_weights, c3d_weights=c3d_weights,
-                  data_root=data_root, real_selection=real_selection, i3d_preset=i3d_preset)
+                  data_root=data_root, real_selection=real_selection, i3d_preset=i3d_preset, i3d_impl=i3d_impl)
     given = sum(x is not None and x is not False for x in (run, samples, all_runs or None))
     if given != 1:
         raise UsageError("give exactly one of RUN, --all or --samples DIR (with --dataset NAME)")

@@ -38,6 +38,10 @@ def sample_cmd(
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A step number or checkpoint file (default: the newest)."),
     control: List[str] = typer.Option([], "--control", help="Generator sampling control KEY=VALUE (repeatable), e.g. guidance_scale=2.0."),
+    length: Optional[int] = typer.Option(
+        None, "--length", help="Frames per clip, beyond the training length: videofusion and vdm extend window by"
+        " window (--control overlap=K; vdm also guidance_weight=W), vidm up to its max_frames. Part of the request"
+        " and of the default tag (-len<L>)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     force: bool = typer.Option(False, "--force", help="Delete samples of a different request under the same tag."),
     no_preview: bool = typer.Option(False, "--no-preview", help="Skip preview.gif."),
@@ -49,13 +53,18 @@ def sample_cmd(
     Rerunning the same command after an interruption draws only the missing shards.
 
     Example: vfbench sample videofusion-shapes --num 256 --seed 0 --batch-size 16
+
+    Long videos: vfbench sample vdm-shapes --num 64 --length 64 --control guidance_weight=2.0
     """
     from vfbench.results import ResultsStore
     from vfbench.sampling import sample_run
 
     store = ResultsStore.open(results)
     run_dir = store.resolve_run(run)
+    controls = parse_controls(control)
+    if "length" in controls:
+        raise UsageError("the clip length is not a sampling control; pass --length L instead of --control length=L")
     out = sample_run(run_dir, num=num, seed=seed, batch_size=batch_size, tag=tag, ema=not raw,
                      checkpoint=checkpoint, device=device, force=force, progress=progress,
-                     preview=not no_preview, **parse_controls(control))
+                     preview=not no_preview, length=length, **controls)
     typer.echo(str(out))

@@ -48,6 +48,9 @@ class SpatialSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(n, 3, self.heads, c // self.heads, h * w).transpose(-1, -2).unbind(1)
+        # strided q/k/v send CPU SDPA to its math fallback (materialised softmax, 8x slower at 32x32);
+        # contiguous ones select the flash kernel (benchmarks/sampling_throughput.py --strided-attention-baseline)
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         out = F.scaled_dot_product_attention(q, k, v)  # [n, heads, hw, d]
         out = out.transpose(-1, -2).reshape(n, c, h, w)
         return x + self.proj(out)
