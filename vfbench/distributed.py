@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Iterable, List
+from typing import Any, Iterable, List, Tuple
 
 import torch
 import torch.distributed as dist
@@ -114,3 +114,37 @@ def any_flag(flag: bool, device: torch.device, info: DistInfo) -> bool:
     t = torch.tensor([1.0 if flag else 0.0], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` (any picklable object) on every rank; ``obj`` is ignored on the others.
+
+    With NCCL the pickled bytes travel through ``torch.cuda.current_device()``: set it per rank first.
+    """
+    if not info.enabled:
+        return obj
+    box = [obj if info.rank == src else None]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> List[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank (``[obj]`` for one process)."""
+    if not info.enabled:
+        return [obj]
+    out: List[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def shard_range(n: int, rank: int, world_size: int, chunk: int = 1) -> Tuple[int, int]:
+    """Rank ``rank``'s contiguous block ``[lo, hi)`` of ``n`` items cut into chunks of ``chunk``.
+
+    The ``ceil(n / chunk)`` chunks are split as ``[r * m // w, (r + 1) * m // w)``, so the blocks
+    of ranks 0..w-1 are consecutive, cover ``0..n`` once, and start on a chunk boundary (a block
+    may be empty when there are fewer chunks than ranks). ``chunk=1``: ``[r * n // w, (r + 1) * n // w)``.
+    """
+    if n < 0 or chunk < 1 or world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"shard_range(n={n}, rank={rank}, world_size={world_size}, chunk={chunk})")
+    m = -(-n // chunk)
+    return min(n, rank * m // world_size * chunk), min(n, (rank + 1) * m // world_size * chunk)

@@ -28,6 +28,17 @@ refused, and a run's sample set is picked automatically only among sets drawn wi
 ``trials=K`` scores K disjoint consecutive slices of ``num_fake`` clips (mean, std with ddof=0 over
 slices, as TGANv2 reports rounds); ``bootstrap=B`` adds a 95% percentile interval for FVD over B
 resamples of the first slice's features.
+
+Scale. Under ``torchrun`` (``torchrun --nproc_per_node 8 -m vfbench evaluate RUN --device cuda``)
+feature extraction is sharded: each rank extracts a contiguous block of every requested clip range
+(the real clips' selected indices, a trial's slice of the samples), made of the whole
+``batch_size`` batches a single process would feed the extractor (``shard_range``), and the
+outputs are gathered in rank order, so the features, and every number, are the single-process
+ones. Rank 0 alone decides cache hits (under the cache lock), scores, and writes the records and
+caches; it sends each extraction to the other ranks, which return ``[]``. Argument and sample-count
+checks run on every rank before any collective; an error on rank 0 or in any rank's extraction is
+raised on every rank. ``disentangle_shapes`` (it samples the generator) is refused under torchrun.
+Each record carries ``world_size``.
 """
 
 from __future__ import annotations
@@ -287,6 +298,137 @@ def _extract(extractor, batches: Iterator, total: int, frames: int, size: int, d
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
+# -- sharded extraction under torchrun ----------------------------------------------------------------
+def _join_job(device: str):
+    """(DistInfo, device for the extractors). Under torchrun: this rank's device (``--device cuda`` ->
+    ``cuda:LOCAL_RANK``, made current for NCCL's object collectives) and the process group (nccl on GPU,
+    gloo on CPU). One process: ``device`` as given, nothing joined."""
+    from vfbench.distributed import dist_info, init_distributed
+
+    info = dist_info()
+    if not info.enabled:
+        return info, device
+    import torch
+
+    from vfbench.training import resolve_device
+
+    dev = resolve_device(device, info.local_rank)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return init_distributed(dev), str(dev)
+
+
+# the errors a rank can send to the others as (class name, message): the other ranks raise the same
+# class with the same one-line message (and so exit with the same code); anything else is a VfbenchError
+_SENDABLE_ERRORS = ("UsageError", "DataError", "WeightsError", "TrainingDiverged", "VfbenchError")
+
+
+def _error_payload(exc: BaseException, rank: int) -> Tuple[str, str]:
+    for cls in type(exc).__mro__:
+        if cls.__module__ == "vfbench.errors" and cls.__name__ in _SENDABLE_ERRORS:
+            return cls.__name__, str(exc)
+    return "VfbenchError", f"{type(exc).__name__} on rank {rank}: {exc}"
+
+
+def _error_from(payload: Tuple[str, str]) -> VfbenchError:
+    from vfbench import errors
+
+    name, message = payload
+    err = getattr(errors, name if name in _SENDABLE_ERRORS else "VfbenchError")(message)
+    err._vfbench_all_ranks = True
+    return err
+
+
+class _FeatureJobs:
+    """The extractor run over a range of clips: in this process, or sharded over a torchrun job.
+
+    One process: ``_extract`` over all the clips, as always. Under torchrun rank 0 runs the evaluation
+    and sends each extraction to the other ranks, which wait in ``follow()``; every rank extracts its
+    contiguous block of whole ``batch_size`` batches (so the extractor sees the batches one process
+    would give it: its float32 outputs depend on the batch) and the outputs are gathered in rank order.
+    An error in any rank's block is raised on every rank; rank 0 sends its own errors with ``fail``.
+    """
+
+    def __init__(self, info, extractors, folders, real_ds, dataset, seed: int, data_root, batch_size: int):
+        self.info, self.extractors, self.folders, self.real_ds = info, extractors, folders, real_ds
+        self.dataset, self.seed, self.data_root, self.batch_size = dataset, seed, data_root, batch_size
+
+    def real(self, spec, ext, ds, idx: np.ndarray, desc: str, progress: bool) -> Dict[str, np.ndarray]:
+        if not self.info.enabled:
+            return _extract(ext, _iter_dataset(ds, idx, self.batch_size), len(idx), spec.frames, spec.resolution,
+                            desc, progress)
+        return self._lead(("real", spec, np.asarray(idx)), desc, progress)
+
+    def fake(self, spec, ext, folder, lo: int, hi: int, desc: str, progress: bool) -> Dict[str, np.ndarray]:
+        if not self.info.enabled:
+            return _extract(ext, folder.iter_clips(lo, hi, self.batch_size), hi - lo, spec.frames, spec.resolution,
+                            desc, progress)
+        return self._lead(("fake", spec, lo, hi), desc, progress)
+
+    # rank 0
+    def _lead(self, job, desc: str, progress: bool) -> Dict[str, np.ndarray]:
+        from vfbench.distributed import broadcast_object
+
+        broadcast_object(("job", job), self.info)
+        return self._shard(job, desc, progress)
+
+    def finish(self) -> None:
+        from vfbench.distributed import broadcast_object
+
+        if self.info.enabled:
+            broadcast_object(("done", None), self.info)
+
+    def fail(self, exc: BaseException) -> None:
+        """Send rank 0's error to the waiting ranks (unless every rank raised it already)."""
+        from vfbench.distributed import broadcast_object
+
+        if self.info.enabled and not getattr(exc, "_vfbench_all_ranks", False):
+            broadcast_object(("error", _error_payload(exc, self.info.rank)), self.info)
+
+    # the other ranks
+    def follow(self) -> None:
+        from vfbench.distributed import broadcast_object
+
+        while True:
+            what, payload = broadcast_object(None, self.info)
+            if what == "done":
+                return
+            if what == "error":
+                raise _error_from(payload)
+            self._shard(payload, "", False)
+
+    # every rank
+    def _shard(self, job, desc: str, progress: bool) -> Dict[str, np.ndarray]:
+        from vfbench.distributed import all_gather_objects, shard_range
+
+        info, kind, spec = self.info, job[0], job[1]
+        own = None
+        try:
+            ext = self.extractors[(spec.extractor, spec.preset)]
+            if kind == "real":
+                idx = job[2]
+                a, b = shard_range(len(idx), info.rank, info.world_size, self.batch_size)
+                dk = (spec.frames, spec.resolution)
+                if dk not in self.real_ds:
+                    self.real_ds[dk] = build_real_dataset(self.dataset, spec, self.seed, self.data_root)
+                batches = _iter_dataset(self.real_ds[dk], idx[a:b], self.batch_size)
+            else:
+                lo, hi = job[2], job[3]
+                a, b = shard_range(hi - lo, info.rank, info.world_size, self.batch_size)
+                batches = self.folders[(spec.frames, spec.resolution)].iter_clips(lo + a, lo + b, self.batch_size)
+            mine = ("ok", _extract(ext, batches, b - a, spec.frames, spec.resolution, desc, progress))
+        except Exception as exc:  # noqa: BLE001 - every rank must hear of it, or the others wait forever
+            own, mine = exc, ("error", _error_payload(exc, info.rank))
+        parts = all_gather_objects(mine, info)
+        for r, (status, payload) in enumerate(parts):
+            if status == "error":  # the first failed rank's error, raised on every rank
+                err = own if r == info.rank else _error_from(payload)
+                err._vfbench_all_ranks = True
+                raise err
+        feats = [p for _, p in parts if p]
+        return {k: np.concatenate([f[k] for f in feats]) for k in (feats[0] if feats else {})}
+
+
 # -- the real side ----------------------------------------------------------------------------------
 # keys of a run's recorded dataset section that are not options of the reference dataset: the
 # protocol sets frames/size/seed, and ``describe`` is the record of what the run trained on
@@ -449,8 +591,15 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
             raise UsageError(did_you_mean("real clip selection (--real-selection)", real_selection, REAL_SELECTIONS))
         specs = [replace(s, real_selection=real_selection) for s in specs]
     # the disentanglement score samples the generator itself (controlled noises), not the shards
+    from vfbench.distributed import dist_info
+
+    world = dist_info()
     records = []
     for s in [s for s in specs if s.kind == "disentangle"]:
+        if world.enabled:
+            raise UsageError(f"{s.name} samples the generator itself and is not sharded across ranks; evaluate it"
+                             f" in one process, without torchrun: vfbench evaluate {run_name or 'RUN'} --metrics"
+                             f" {s.name}")
         if run_name is None:
             raise UsageError(f"{s.name} samples the generator with controlled noises and needs a run"
                              " (vfbench evaluate RUN), not --samples")
@@ -483,100 +632,111 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
     real_feats: Dict[Tuple, Dict[str, np.ndarray]] = {}
     fake_feats: Dict[Tuple, Dict[str, np.ndarray]] = {}
     generator = run_cfg.get("generator") or _manifest_generator(samples_path) or "external"
+    # under torchrun: join the job, each rank on its own GPU (one process: device as given)
+    world, ext_device = _join_job(device)
     for spec in specs:  # load every network first: missing weights fail before any long computation
         ek = (spec.extractor, spec.preset)
         if ek not in extractors:
-            extractors[ek] = build_extractor(spec.extractor, spec.preset, device=device, batch_size=batch_size,
+            extractors[ek] = build_extractor(spec.extractor, spec.preset, device=ext_device, batch_size=batch_size,
                                              offline=offline, i3d_weights=i3d_weights, c3d_weights=c3d_weights,
                                              i3d_impl=i3d_impl)
+    jobs = _FeatureJobs(world, extractors, folders, real_ds, dataset, seed, data_root, batch_size)
+    if world.enabled and not world.is_main:
+        jobs.follow()  # extract the blocks rank 0 asks for until it is done
+        return []
+    try:
+        for spec in specs:
+            t0 = time.time()
+            k_trials = trials or spec.trials
+            ext = extractors[(spec.extractor, spec.preset)]
+            ext_desc = _jsonable(ext.describe())
+            spec = spec.resolved(ext_desc)
+            folder = folders[(spec.frames, spec.resolution)]
 
-    for spec in specs:
-        t0 = time.time()
-        k_trials = trials or spec.trials
-        ext = extractors[(spec.extractor, spec.preset)]
-        ext_desc = _jsonable(ext.describe())
-        spec = spec.resolved(ext_desc)
-        folder = folders[(spec.frames, spec.resolution)]
+            # real side
+            real_stat, cache_key, real_desc = None, None, None
+            if spec.needs_real:
+                dk = (spec.frames, spec.resolution)
+                if dk not in real_ds:
+                    real_ds[dk] = build_real_dataset(dataset, spec, seed, data_root)
+                ds = real_ds[dk]
+                if len(ds) < spec.num_real:
+                    raise DataError(f"{spec.name} needs {spec.num_real} real clips but dataset {dataset_name!r} has"
+                                    f" {len(ds)}; use the mini protocol or a larger dataset")
+                real_desc = _jsonable(getattr(ds, "describe", lambda: {"name": dataset_name})())
+                selection = {"mode": spec.real_selection, "seed": seed, "num": spec.num_real, "split": real_desc.get("split", "train")}
+                cache_key = stats_cache_key({
+                    "dataset": real_desc, "selection": selection, "metric": spec.name, "kind": spec.kind,
+                    "version": spec.version, "frames": spec.frames, "resolution": spec.resolution,
+                    "extractor": ext_desc, "num_real": spec.num_real, "seed": seed,
+                    "stat": "moments" if spec.kind == "fvd" else "samples",
+                })
+                real_stat = _real_statistic(spec, ds, ext, ext_desc, selection, cache_key, cache_root, cache,
+                                            jobs, progress, real_feats)
 
-        # real side
-        real_stat, cache_key, real_desc = None, None, None
-        if spec.needs_real:
-            dk = (spec.frames, spec.resolution)
-            if dk not in real_ds:
-                real_ds[dk] = build_real_dataset(dataset, spec, seed, data_root)
-            ds = real_ds[dk]
-            if len(ds) < spec.num_real:
-                raise DataError(f"{spec.name} needs {spec.num_real} real clips but dataset {dataset_name!r} has"
-                                f" {len(ds)}; use the mini protocol or a larger dataset")
-            real_desc = _jsonable(getattr(ds, "describe", lambda: {"name": dataset_name})())
-            selection = {"mode": spec.real_selection, "seed": seed, "num": spec.num_real, "split": real_desc.get("split", "train")}
-            cache_key = stats_cache_key({
-                "dataset": real_desc, "selection": selection, "metric": spec.name, "kind": spec.kind,
-                "version": spec.version, "frames": spec.frames, "resolution": spec.resolution,
-                "extractor": ext_desc, "num_real": spec.num_real, "seed": seed,
-                "stat": "moments" if spec.kind == "fvd" else "samples",
-            })
-            real_stat = _real_statistic(spec, ds, ext, ext_desc, selection, cache_key, cache_root, cache,
-                                        batch_size, progress, real_feats)
+            # fake side, trial by trial
+            values, slices, first_fake = [], [], None
+            split_std = None
+            for k in range(k_trials):
+                lo, hi = k * spec.num_fake, (k + 1) * spec.num_fake
+                fk = (json.dumps(ext_desc, sort_keys=True), spec.frames, spec.resolution, lo, hi)
+                if fk not in fake_feats:
+                    fake_feats[fk] = jobs.fake(spec, ext, folder, lo, hi, f"{spec.extractor} generated [{lo}:{hi}]",
+                                               progress)
+                out = fake_feats[fk]
+                if spec.output not in out:
+                    raise UsageError(f"extractor {spec.extractor!r} gives {', '.join(out)} but {spec.name} needs"
+                                     f" {spec.output!r}")
+                v, sd = _score(spec, real_stat, out[spec.output])
+                values.append(v)
+                slices.append([lo, hi])
+                if k == 0:
+                    first_fake, split_std = out[spec.output], sd
 
-        # fake side, trial by trial
-        values, slices, first_fake = [], [], None
-        split_std = None
-        for k in range(k_trials):
-            lo, hi = k * spec.num_fake, (k + 1) * spec.num_fake
-            fk = (json.dumps(ext_desc, sort_keys=True), spec.frames, spec.resolution, lo, hi)
-            if fk not in fake_feats:
-                fake_feats[fk] = _extract(ext, folder.iter_clips(lo, hi, batch_size), hi - lo, spec.frames,
-                                          spec.resolution, f"{spec.extractor} generated [{lo}:{hi}]", progress)
-            out = fake_feats[fk]
-            if spec.output not in out:
-                raise UsageError(f"extractor {spec.extractor!r} gives {', '.join(out)} but {spec.name} needs"
-                                 f" {spec.output!r}")
-            v, sd = _score(spec, real_stat, out[spec.output])
-            values.append(v)
-            slices.append([lo, hi])
-            if k == 0:
-                first_fake, split_std = out[spec.output], sd
+            value = float(np.mean(values))
+            std = float(np.std(values)) if k_trials > 1 else split_std
+            ci_low = ci_high = None
+            if bootstrap and spec.kind == "fvd":
+                from vfbench.metrics.fvd import bootstrap_fvd
 
-        value = float(np.mean(values))
-        std = float(np.std(values)) if k_trials > 1 else split_std
-        ci_low = ci_high = None
-        if bootstrap and spec.kind == "fvd":
-            from vfbench.metrics.fvd import bootstrap_fvd
-
-            _, ci_low, ci_high = bootstrap_fvd(real_stat, first_fake, bootstrap, seed=seed,
-                                               unbiased=spec.unbiased_cov)
-        rec = {
-            "run": run_name, "generator": generator, "dataset": dataset_name,
-            "metric": spec.name, "protocol": _protocol_label(spec, protocol), "value": value,
-            "higher_is_better": spec.higher_is_better, "std": std, "ci_low": ci_low, "ci_high": ci_high,
-            "trials": k_trials, "values": [float(x) for x in values],
-            "num_real": spec.num_real if spec.needs_real else 0, "num_fake": spec.num_fake,
-            "seeds": {"real_selection": seed if spec.needs_real else None, "fake_slices": slices,
-                      "bootstrap": seed if ci_low is not None else None},
-            "bootstrap": int(bootstrap) if ci_low is not None else 0,
-            "extractor": ext_desc, "metric_spec": spec.to_dict(),
-            "real": ({"dataset": real_desc, "selection": spec.real_selection} if spec.needs_real else None),
-            "config": run_cfg, "samples_dir": str(samples_path), "samples": folder.describe(),
-            "tag": samples_path.name if run_name else tag,
-            "cache_key": cache_key, "elapsed": round(time.time() - t0, 3),
-        }
-        if write:
-            path = store.write_record(rec)
-            rec["record_id"] = path.stem
-        records.append(rec)
+                _, ci_low, ci_high = bootstrap_fvd(real_stat, first_fake, bootstrap, seed=seed,
+                                                   unbiased=spec.unbiased_cov)
+            rec = {
+                "run": run_name, "generator": generator, "dataset": dataset_name,
+                "metric": spec.name, "protocol": _protocol_label(spec, protocol), "value": value,
+                "higher_is_better": spec.higher_is_better, "std": std, "ci_low": ci_low, "ci_high": ci_high,
+                "trials": k_trials, "values": [float(x) for x in values],
+                "num_real": spec.num_real if spec.needs_real else 0, "num_fake": spec.num_fake,
+                "seeds": {"real_selection": seed if spec.needs_real else None, "fake_slices": slices,
+                          "bootstrap": seed if ci_low is not None else None},
+                "bootstrap": int(bootstrap) if ci_low is not None else 0,
+                "extractor": ext_desc, "metric_spec": spec.to_dict(),
+                "real": ({"dataset": real_desc, "selection": spec.real_selection} if spec.needs_real else None),
+                "config": run_cfg, "samples_dir": str(samples_path), "samples": folder.describe(),
+                "tag": samples_path.name if run_name else tag,
+                "cache_key": cache_key, "elapsed": round(time.time() - t0, 3), "world_size": world.world_size,
+            }
+            if write:
+                path = store.write_record(rec)
+                rec["record_id"] = path.stem
+            records.append(rec)
+    except Exception as exc:
+        jobs.fail(exc)  # the other ranks wait for rank 0: give them its error
+        raise
+    jobs.finish()
     return records
 
 
 def _real_statistic(spec, ds, ext, ext_desc, selection, cache_key, cache_root: Path, cache: bool,
-                    batch_size: int, progress: bool, real_feats):
+                    jobs: _FeatureJobs, progress: bool, real_feats):
+    """The real side's statistic: from the cache, or from the real features (extracted, sharded under
+    torchrun, only when neither the statistic nor the features are cached: rank 0 decides, under the locks)."""
     from vfbench.atomic import FileLock
     from vfbench.metrics.stats import FeatureSet, FeatureStats
 
     def extract():
         idx = real_indices(len(ds), spec.num_real, spec.real_selection, selection["seed"])
-        return _extract(ext, _iter_dataset(ds, idx, batch_size), len(idx), spec.frames, spec.resolution,
-                        f"{spec.extractor} real", progress)
+        return jobs.real(spec, ext, ds, idx, f"{spec.extractor} real", progress)
 
     def compute():
         fk = (json.dumps(ext_desc, sort_keys=True), json.dumps(selection, sort_keys=True), spec.frames,
@@ -713,17 +873,27 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
 
     A run counts as done for a metric when a record with the same run, metric, protocol label and
     sample set exists. Returns ``(records written, names of runs skipped as already evaluated)``.
+    Under torchrun every rank evaluates the runs rank 0 found to do (each sharded, see ``evaluate``);
+    only rank 0 logs, and the others return ``([], skipped)``.
     """
     from vfbench.atomic import read_json
+    from vfbench.distributed import broadcast_object, dist_info
     from vfbench.metrics.protocols import get_spec
 
     store = store if isinstance(store, ResultsStore) else ResultsStore.open(store)
     if metrics is None and protocol is None:
         protocol = "mini"
+    world = dist_info()
+    if world.enabled:  # rank 0 reads the records (rank 0 writes them): every rank must pick the same runs
+        world, _ = _join_job(kwargs.get("device", "cpu"))
+        if not world.is_main:
+            log = lambda s: None  # noqa: E731
     done: Dict[Tuple[str, str, str], set] = {}
-    for rec in store.iter_records():
-        done.setdefault((rec.get("run"), rec.get("metric"), rec.get("protocol")), set()).add(
-            Path(str(rec.get("samples_dir") or "")).name)
+    if not world.enabled or world.is_main:
+        for rec in store.iter_records():
+            done.setdefault((rec.get("run"), rec.get("metric"), rec.get("protocol")), set()).add(
+                Path(str(rec.get("samples_dir") or "")).name)
+    done = broadcast_object(done, world)
     records, skipped = [], []
     for run_dir in store.iter_runs():
         if not run_has_samples(run_dir):

@@ -30,6 +30,14 @@ def format_table(records: List[dict]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
 
 
+def _quiet_rank() -> bool:
+    """A non-zero rank of a torchrun job: rank 0 prints the table."""
+    from vfbench.distributed import dist_info
+
+    info = dist_info()
+    return info.enabled and not info.is_main
+
+
 @app.command("evaluate")
 def evaluate_cmd(
     run: Optional[str] = typer.Argument(None, help="Run name (in the results dir) or run directory."),
@@ -55,6 +63,9 @@ def evaluate_cmd(
     real_selection: Optional[str] = typer.Option(None, "--real-selection", help="reference (shuffled train set, default) or stylegan-v (first videos)."),
 ):
     """Score generated clips with FVD/KVD/IS under a protocol and write one result record per metric.
+
+    Under torchrun the feature extraction is sharded over the ranks (same numbers as one process);
+    rank 0 writes the records and prints the table, the other ranks print nothing.
 
     Example: vfbench evaluate videofusion-shapes --protocol mini --bootstrap 100
     """
@@ -91,6 +102,8 @@ def evaluate_cmd(
     if all_runs:
         records, skipped = evaluate_all(store, protocol=protocol, metrics=names, tag=tag,
                                         log=lambda s: typer.echo(s, err=True), **common)
+        if _quiet_rank():  # under torchrun rank 0 reports
+            return
         if not records:
             typer.echo(f"nothing to evaluate ({len(skipped)} run(s) already evaluated)")
             return
@@ -101,5 +114,7 @@ def evaluate_cmd(
     else:
         records = evaluate(None, names, dataset, store, protocol=protocol, run=run, tag=tag,
                            **common)
+    if _quiet_rank():  # under torchrun rank 0 reports
+        return
     typer.echo(format_table(records))
     typer.echo(f"{len(records)} record(s) written to {store.records_dir}")
