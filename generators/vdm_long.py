@@ -60,7 +60,7 @@ LONG_CONTROLS = SAMPLE_CONTROLS + ("overlap", "guidance_weight")
 
 
 @dataclass
-class LongPlan:
+class SamplingPlan:
     """Validated sampling options of one ``VDM.sample`` or ``sample_long_clips`` call."""
 
     pairs: List[Tuple[int, int]]
@@ -75,7 +75,7 @@ class LongPlan:
 
 def make_plan(model, n: int, generator: Optional[torch.Generator] = None, *, batch_size: Optional[int] = None,
               sampler: Optional[str] = None, steps: Optional[int] = None, eta: Optional[float] = None,
-              labels=None, guidance_scale: Optional[float] = None) -> LongPlan:
+              labels=None, guidance_scale: Optional[float] = None) -> SamplingPlan:
     """Resolve the controls (defaults from the config) and draw the labels, then one seed per clip, from
     ``generator``: the randomness contract of ``VDM.sample``."""
     c = model.config
@@ -100,7 +100,7 @@ def make_plan(model, n: int, generator: Optional[torch.Generator] = None, *, bat
     generator = generator if generator is not None else torch.Generator().manual_seed(0)
     class_labels = model._sample_labels(n, labels, generator)
     seeds = torch.randint(0, 2 ** 62, (n,), generator=generator, device=generator.device).tolist()
-    return LongPlan(pairs, sampler, eta, scale, batch_size, class_labels, seeds, generator.device)
+    return SamplingPlan(pairs, sampler, eta, scale, batch_size, class_labels, seeds, generator.device)
 
 
 class ClipNoise:
@@ -153,7 +153,7 @@ def _reconstruction_guided_eps(model, z: torch.Tensor, t_vec: torch.Tensor, labe
     return torch.cat([eps[:, :o], eps_tilde_b], dim=1)
 
 
-def denoise_window(model, plan: LongPlan, noise: ClipNoise, labels: Optional[torch.Tensor],
+def denoise_window(model, plan: SamplingPlan, noise: ClipNoise, labels: Optional[torch.Tensor],
                    known: Optional[torch.Tensor] = None, weight: float = 0.0,
                    record: Optional[list] = None) -> torch.Tensor:
     """One window of N frames, ``[B, N, C, H, W]`` in [-1, 1] (float, on the model's device).
@@ -226,7 +226,7 @@ def sample_long_clips(model, n: int, length: int, generator: Optional[torch.Gene
     return sample_in_batches(model, plan, long_clips)
 
 
-def sample_in_batches(model, plan: LongPlan, make_clips) -> torch.Tensor:
+def sample_in_batches(model, plan: SamplingPlan, make_clips) -> torch.Tensor:
     """``make_clips(noise, labels)`` (uint8) for each batch of ``plan.batch_size`` clips, in eval mode, with
     each batch's own per-clip noise streams; the results concatenated on the CPU."""
     was_training = model.training
@@ -242,5 +242,5 @@ def sample_in_batches(model, plan: LongPlan, make_clips) -> torch.Tensor:
     return torch.cat(out)
 
 
-__all__ = ["sample_long_clips", "sample_in_batches", "denoise_window", "make_plan", "ClipNoise", "LongPlan",
+__all__ = ["sample_long_clips", "sample_in_batches", "denoise_window", "make_plan", "ClipNoise", "SamplingPlan",
            "LONG_CONTROLS"]
