@@ -24,13 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 
 from vfbench.clips import unit_to_uint8
 from vfbench.diffusion import DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps, schedule_names
 from vfbench.errors import UsageError, check_range, did_you_mean
 from vfbench.generator import Generator
 from vfbench.nets.unet import UNet, UNetConfig, unet_preset
+from vfbench.prediction import (check_min_snr_gamma, check_prediction, loss_weights, output_to_eps,
+                                prediction_target)
 from vfbench.registry import GENERATORS
 
 LOSSES = ("mse", "l1")
@@ -56,6 +57,8 @@ class VDMConfig:
     guidance_scale: float = 3.0  # used only when the U-Net is class-conditional
     class_dropout: float = 0.1  # null-label probability in training (classifier-free guidance)
     joint_images: int = 0  # independent images appended per clip in training (temporal attention masked)
+    prediction: Literal["eps", "v", "x0"] = "x0"  # what the U-Net predicts (vfbench.prediction); the VDM paper: eps
+    min_snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
 
     def __post_init__(self):
         for name in ("frames", "size", "channels", "num_timesteps", "sampling_steps"):
@@ -72,6 +75,8 @@ class VDMConfig:
         if self.sampling_steps > self.num_timesteps:
             raise UsageError(f"vdm.sampling_steps ({self.sampling_steps}) must not exceed num_timesteps ({self.num_timesteps})")
         check_range("vdm.eta", self.eta, 0, 1)
+        check_prediction(self.prediction, "vdm.prediction")
+        check_min_snr_gamma(self.min_snr_gamma, "vdm.min_snr_gamma")
         check_range("vdm.guidance_scale", self.guidance_scale, 0)
         check_range("vdm.class_dropout", self.class_dropout, 0, 1, hi_open=True)
         u = self.unet
@@ -96,6 +101,7 @@ class VDM(Generator):
 
     name = "vdm"
     Config = VDMConfig
+    LEGACY_DEFAULTS = {"prediction": "eps", "min_snr_gamma": 0.0}
 
     def __init__(self, config: VDMConfig):
         super().__init__(config)
@@ -114,9 +120,17 @@ class VDM(Generator):
     # -- the denoiser -------------------------------------------------------------------------
     def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
                       temporal_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """eps_theta(z_t, t[, c]) for clips ``[B, T, C, H, W]`` (the U-Net's layout is ``[B, C, T, H, W]``)."""
-        eps = self.unet(z_t.transpose(1, 2), t, class_labels=class_labels, temporal_mask=temporal_mask)
-        return eps.transpose(1, 2)
+        """eps_theta(z_t, t[, c]) for clips ``[B, T, C, H, W]``: the U-Net's output converted from
+        ``config.prediction`` (``vfbench.prediction.output_to_eps``)."""
+        out = self.network_output(z_t, t, class_labels, temporal_mask)
+        return output_to_eps(self.schedule, z_t, t, out, self.config.prediction)
+
+    def network_output(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
+                       temporal_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The U-Net's raw output (eps, v or x0 by ``config.prediction``), ``[B, T, C, H, W]`` (the U-Net's
+        layout is ``[B, C, T, H, W]``)."""
+        out = self.unet(z_t.transpose(1, 2), t, class_labels=class_labels, temporal_mask=temporal_mask)
+        return out.transpose(1, 2)
 
     def guided_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor],
                      scale: float) -> torch.Tensor:
@@ -161,8 +175,9 @@ class VDM(Generator):
         return generator if generator is not None else torch.default_generator
 
     def loss(self, batch: Mapping[str, Any], generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
-        """``|| eps - eps_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t[, c]) ||`` averaged over every element
-        of every frame (DDPM Eq. 14 on clips; squared error, or absolute error with ``loss='l1'``).
+        """``|| target - f_theta(sqrt(abar_t) x0 + sqrt(1 - abar_t) eps, t[, c]) ||`` averaged over every element
+        of every frame (DDPM Eq. 14 on clips; squared error, or absolute error with ``loss='l1'``), where the
+        target is eps, v or x0 by ``config.prediction`` and each clip is weighted by min-SNR-gamma when set.
 
         One t per clip, i.i.d. noise per frame. Draw order from ``generator``: t, label dropout, joint-image
         picks, noise.
@@ -177,13 +192,15 @@ class VDM(Generator):
             x0, mask = self._joint_images(x0, labels, g)
         noise = torch.randn(x0.shape, generator=g, device=g.device).to(self.device, x0.dtype)
         z_t = q_sample(self.schedule, x0, t, noise)
-        eps_hat = self.predict_noise(z_t, t, labels.to(self.device) if labels is not None else None, mask)
-        err = F.mse_loss(eps_hat, noise) if self.config.loss == "mse" else F.l1_loss(eps_hat, noise)
+        pred = self.network_output(z_t, t, labels.to(self.device) if labels is not None else None, mask).float()
+        target = prediction_target(self.schedule, x0, noise, t, self.config.prediction).float()
+        weights = loss_weights(self.schedule, t, self.config.prediction, self.config.min_snr_gamma, like=pred)
+        diff = (pred - target).square() if self.config.loss == "mse" else (pred - target).abs()
+        err = (weights * diff.flatten(1).mean(dim=1)).mean()
         out = {"loss": err}
         if mask is not None:  # the video and image parts, for the log
             frames = self.config.frames
             with torch.no_grad():
-                diff = (eps_hat - noise).square() if self.config.loss == "mse" else (eps_hat - noise).abs()
                 out["loss_video"] = diff[:, :frames].mean()
                 out["loss_images"] = diff[:, frames:].mean()
         return out

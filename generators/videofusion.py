@@ -16,11 +16,11 @@ math is in ``videofusion_noise``, the samplers (DDIM / DDPM, Algorithm 1, long v
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 
 from vfbench.clips import check_clips, uint8_to_unit
 from vfbench.diffusion import DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps, schedule_names
@@ -36,13 +36,25 @@ from vfbench.generators.videofusion_noise import (
     lambda_vector,
     non_key_indices,
     remove_base_noise,
+    residual_output_to_noise,
+    residual_process,
+    residual_target,
 )
+from vfbench.prediction import (check_min_snr_gamma, check_prediction, loss_weights, output_to_eps, output_to_x0,
+                                prediction_target, weighted_mse)
 from vfbench.nets.unet import UNet, UNetConfig, unet_preset
 from vfbench.registry import GENERATORS
 
 MODES = ("stopgrad", "no-stopgrad", "fixed")
 SAMPLERS = ("ddim", "ddpm")
 NOISE_SHARING = ("none", "labels")
+# What the residual generator is told about the clip's content (README "VideoFusion: departures"):
+# the paper conditions both nets on a CLIP embedding of the central frame, made at sampling time by a
+# DALL-E 2 prior; vfbench has neither, so the residual generator gets the base generator's own estimate
+# of the keyframe (its x0 prediction, in pixels), concatenated to its input. "none" is the paper's
+# Eq. 12-13 with the CLIP conditioning left out (the only information about the clip is then the
+# frame's own latent); "keyframe_latent" gives the noisy keyframe latent z_t^k instead.
+RESIDUAL_CONDITIONS = ("keyframe_x0", "keyframe_latent", "none")
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,9 @@ class VideoFusionConfig:
     class_dropout: float = 0.1  # null-label probability in training (classifier-free guidance)
     num_classes: int = 0
     noise_sharing: Literal["none", "labels"] = "none"  # Sec. 4.7: share b by content, r by motion labels
+    prediction: Literal["eps", "v", "x0"] = "x0"  # what both nets predict (vfbench.prediction); the paper: eps
+    min_snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
+    residual_condition: Literal["keyframe_x0", "keyframe_latent", "none"] = "keyframe_x0"  # see RESIDUAL_CONDITIONS
 
     def __post_init__(self):
         for name in ("frames", "size", "channels", "num_timesteps", "sampling_steps"):
@@ -75,7 +90,10 @@ class VideoFusionConfig:
         lambda_vector(self.lam, self.frames)  # raises a UsageError naming `lam`
         if self.schedule not in schedule_names():
             raise UsageError(f"videofusion.schedule must be one of {', '.join(schedule_names())}, got {self.schedule!r}")
-        for name, allowed in (("mode", MODES), ("sampler", SAMPLERS), ("noise_sharing", NOISE_SHARING)):
+        check_prediction(self.prediction, "videofusion.prediction")
+        check_min_snr_gamma(self.min_snr_gamma, "videofusion.min_snr_gamma")
+        for name, allowed in (("mode", MODES), ("sampler", SAMPLERS), ("noise_sharing", NOISE_SHARING),
+                              ("residual_condition", RESIDUAL_CONDITIONS)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"videofusion.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.sampling_steps > self.num_timesteps:
@@ -101,6 +119,16 @@ class VideoFusionConfig:
             if self.size % factor:
                 raise UsageError(f"videofusion.size={self.size} must be divisible by {factor} (the {role} U-Net has "
                                  f"{len(net.channel_mults)} scales); choose another size or preset")
+        want = self.channels if self.residual_condition != "none" else 0
+        if self.residual.extra_input_channels != want:
+            # the residual net's conditioning input follows residual_condition, so that changing the option
+            # (config file, --control, an ablation) changes the net with it
+            if self.residual.extra_input_channels not in (0, self.channels):
+                raise UsageError(f"videofusion.residual.extra_input_channels must be {want} with residual_condition="
+                                 f"{self.residual_condition!r}; build the nets with VideoFusion.config_for")
+            object.__setattr__(self, "residual", dataclasses.replace(self.residual, extra_input_channels=want))
+        if self.base.extra_input_channels:
+            raise UsageError("videofusion.base.extra_input_channels must be 0: the base generator sees the keyframe only")
         if self.base.num_frame_indices != 0:
             raise UsageError("videofusion.base.num_frame_indices must be 0: the base generator is a plain image DPM")
         if self.residual.num_frame_indices < self.frames:
@@ -115,6 +143,7 @@ class VideoFusion(Generator):
 
     name = "videofusion"
     Config = VideoFusionConfig
+    LEGACY_DEFAULTS = {"prediction": "eps", "min_snr_gamma": 0.0, "residual_condition": "none"}
 
     def __init__(self, config: VideoFusionConfig):
         super().__init__(config)
@@ -149,38 +178,65 @@ class VideoFusion(Generator):
 
     # -- Eq. 12-13: the predicted noise of every frame ----------------------------------------------
     def predict_base_and_residual(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
-                                  stop_gradient: bool = False):
-        """``bhat = z^b(z_t^k, t)`` and ``rhat^i = z^r(z'^i_t, t, i)`` with ``z'`` from Eq. 12.
+                                  stop_gradient: bool = False) -> Dict[str, Any]:
+        """Both networks on one batch: ``bhat = z^b(z_t^k, t)`` and ``rhat^i = z^r(z'^i_t, t, i[, cond])`` with
+        ``z'`` from Eq. 12.
 
-        ``z_t`` is ``[B, N, C, H, W]``, ``t`` ``[B]``. Returns ``(bhat, bhat_used, rhat)``: ``bhat_used`` is the
-        base prediction the non-key frames see (``bhat.detach()`` when ``stop_gradient``, the ``[.]_sg``
-        of Eq. 14); ``rhat`` is ``[B, N - 1, C, H, W]`` (None for one-frame clips).
+        ``z_t`` is ``[B, N, C, H, W]``, ``t`` ``[B]``. Returns a dict: ``base_out`` / ``residual_out`` (the nets'
+        raw outputs, eps, v or x0 by ``config.prediction``), ``base_hat`` (the base noise estimate ``bhat``),
+        ``base_used`` (what the non-key frames see: ``bhat.detach()`` when ``stop_gradient``, the ``[.]_sg``
+        of Eq. 14), ``residual_hat`` (``rhat``, ``[B, N - 1, C, H, W]``; None for one-frame clips),
+        ``z_prime`` and ``process`` (``residual_process``).
         """
         b = z_t.shape[0]
-        if self.config.mode == "fixed":
+        cfg = self.config
+        z_key = z_t[:, self.key]
+        if cfg.mode == "fixed":
             with torch.no_grad():
-                base_hat = self.base(z_t[:, self.key], t, class_labels=class_labels)
+                base_out = self.base(z_key, t, class_labels=class_labels)
         else:
-            base_hat = self.base(z_t[:, self.key], t, class_labels=class_labels)
+            base_out = self.base(z_key, t, class_labels=class_labels)
+        base_hat = output_to_eps(self.schedule, z_key, t, base_out, cfg.prediction)
         base_used = base_hat.detach() if stop_gradient else base_hat
+        out: Dict[str, Any] = {"base_out": base_out, "base_hat": base_hat, "base_used": base_used,
+                               "residual_out": None, "residual_hat": None, "z_prime": None, "process": None}
         if not self.others:
-            return base_hat, base_used, None
+            return out
         m = len(self.others)
         lam_others = [self.lam[i] for i in self.others]
         z_prime = remove_base_noise(self.schedule, z_t[:, self.others], t, base_used, lam_others)
+        cond = self._residual_condition(z_key, t, base_out, stop_gradient)
         frame_index = torch.tensor(self.others, device=z_t.device).repeat(b)
         labels = class_labels.repeat_interleave(m) if class_labels is not None else None
         # frames folded into the batch: one batched residual call for all non-key frames
-        residual_hat = self.residual(z_prime.flatten(0, 1), t.repeat_interleave(m), class_labels=labels,
-                                     frame_index=frame_index)
-        return base_hat, base_used, residual_hat.view(b, m, *z_t.shape[2:])
+        residual_out = self.residual(z_prime.flatten(0, 1), t.repeat_interleave(m), class_labels=labels,
+                                     frame_index=frame_index,
+                                     cond=cond.repeat_interleave(m, dim=0) if cond is not None else None)
+        residual_out = residual_out.view(b, m, *z_t.shape[2:])
+        process = residual_process(self.schedule, t, lam_others, residual_out)
+        out.update(residual_out=residual_out, z_prime=z_prime, process=process,
+                   residual_hat=residual_output_to_noise(z_prime, residual_out, process, cfg.prediction))
+        return out
+
+    def _residual_condition(self, z_key: torch.Tensor, t: torch.Tensor, base_out: torch.Tensor,
+                            stop_gradient: bool) -> Optional[torch.Tensor]:
+        """What the residual generator is told about the clip (``RESIDUAL_CONDITIONS``): the base generator's
+        clean keyframe estimate (clipped to [-1, 1]; detached under stop-gradient, like ``bhat``), the noisy
+        keyframe latent, or nothing."""
+        kind = self.config.residual_condition
+        if kind == "none":
+            return None
+        if kind == "keyframe_latent":
+            return z_key
+        x0 = output_to_x0(self.schedule, z_key, t, base_out, self.config.prediction).clamp(-1.0, 1.0)
+        return x0.detach() if stop_gradient else x0
 
     def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Eq. 13: the predicted noise ``epshat`` of every frame, ``[B, N, C, H, W]``."""
-        base_hat, base_used, residual_hat = self.predict_base_and_residual(z_t, t, class_labels)
-        if residual_hat is None:
-            return base_hat.unsqueeze(1)
-        return compose_noise(base_used, residual_hat, self.lam, self.key)
+        parts = self.predict_base_and_residual(z_t, t, class_labels)
+        if parts["residual_hat"] is None:
+            return parts["base_hat"].unsqueeze(1)
+        return compose_noise(parts["base_used"], parts["residual_hat"], self.lam, self.key)
 
     def guided_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor],
                      scale: float) -> torch.Tensor:
@@ -247,15 +303,29 @@ class VideoFusion(Generator):
         z_t, eps = decomposed_q_sample(self.schedule, x0, t, base, residual, self.lam)
 
         stop = self.config.mode in ("stopgrad", "fixed")
-        base_hat, base_used, residual_hat = self.predict_base_and_residual(z_t, t, labels, stop_gradient=stop)
+        parts = self.predict_base_and_residual(z_t, t, labels, stop_gradient=stop)
+        cfg = self.config
+        weights = loss_weights(self.schedule, t, cfg.prediction, cfg.min_snr_gamma, like=z_t)
         # the error terms in float32 even when the nets run under autocast
-        loss_key = F.mse_loss(base_hat.float(), eps[:, self.key].float())
-        if residual_hat is None:
+        key_target = prediction_target(self.schedule, x0[:, self.key], eps[:, self.key], t, cfg.prediction)
+        loss_key = weighted_mse(parts["base_out"], key_target, weights)
+        if parts["residual_out"] is None:
             return {"loss": loss_key, "loss_key": loss_key, "loss_residual": torch.zeros_like(loss_key)}
-        residual_hat = residual_hat.float()
-        lam_t = lambda_tensor([self.lam[i] for i in self.others], residual_hat)
-        eps_hat_others = lam_t.sqrt() * base_used.float().unsqueeze(1) + (1.0 - lam_t).sqrt() * residual_hat
-        loss_residual = F.mse_loss(eps_hat_others, eps[:, self.others].float())
+        lam_t = lambda_tensor([self.lam[i] for i in self.others], eps)
+        if cfg.prediction == "eps":
+            # Eq. 14 as written: the error of the composed frame noise sqrt(lam) [bhat]_sg + sqrt(1 - lam) rhat
+            eps_hat_others = lam_t.sqrt() * parts["base_used"].float().unsqueeze(1) + (1.0 - lam_t).sqrt() * \
+                parts["residual_hat"].float()
+            loss_residual = weighted_mse(eps_hat_others, eps[:, self.others], weights)
+        else:
+            # Eq. 14's residual term in the residual net's own parameterisation. The noise it must find in z'
+            # is (eps^i - sqrt(lam_i) [bhat]_sg) / sqrt(1 - lam_i); as in Eq. 14, where rhat's error enters the
+            # frame's noise scaled by sqrt(1 - lam_i), the error is weighted by sqrt(1 - lam_i) (so frames
+            # with lam_i = 1, which have no residual, weigh nothing and need no division)
+            scale = (1.0 - lam_t).sqrt()
+            found_scaled = eps[:, self.others] - lam_t.sqrt() * parts["base_used"].unsqueeze(1)
+            target_scaled = residual_target(scale * x0[:, self.others], found_scaled, parts["process"], cfg.prediction)
+            loss_residual = weighted_mse(scale * parts["residual_out"], target_scaled, weights)
         loss = (loss_key + len(self.others) * loss_residual) / frames
         return {"loss": loss, "loss_key": loss_key, "loss_residual": loss_residual}
 
@@ -283,8 +353,10 @@ class VideoFusion(Generator):
         eps = torch.randn(x0.shape, generator=g, device=g.device).to(self.device, x0.dtype)
         labels = self._training_labels(batch, size, g)
         labels = labels.to(self.device) if labels is not None else None
-        loss = F.mse_loss(self.base(q_sample(self.schedule, x0, t, eps), t, class_labels=labels).float(), eps.float())
-        return {"loss": loss}
+        target = prediction_target(self.schedule, x0, eps, t, self.config.prediction)
+        weights = loss_weights(self.schedule, t, self.config.prediction, self.config.min_snr_gamma, like=x0)
+        out = self.base(q_sample(self.schedule, x0, t, eps), t, class_labels=labels)
+        return {"loss": weighted_mse(out, target, weights)}
 
     def load_base_state(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load a pretrained base U-Net (strict). Accepts the base's own state dict or a full VideoFusion one."""

@@ -103,6 +103,50 @@ def remove_base_noise(schedule: DiffusionSchedule, z_t: torch.Tensor, t: torch.T
     return z_t - lambda_tensor(lam, z_t).sqrt() * coef * base_hat.unsqueeze(1)
 
 
+def residual_process(schedule: DiffusionSchedule, t: torch.Tensor, lam: Sequence[float], like: torch.Tensor):
+    """The diffusion process the residual generator sees after Eq. 12.
+
+    ``z'^i = sqrt(abar_t) x^i + sqrt(1 - abar_t) sqrt(1 - lam_i) r^i`` is a diffusion latent of ``x^i`` whose
+    noise ``r^i`` has std ``s_i = sqrt((1 - abar_t)(1 - lam_i))`` and whose signal has ``a = sqrt(abar_t)``.
+    Normalised by ``c = sqrt(a^2 + s_i^2)`` it is ``z'/c = alpha x + sigma r`` with ``alpha^2 + sigma^2 = 1``,
+    the form in which v- and x0-prediction are defined (``vfbench.prediction``). Returns
+    ``(alpha, sigma, c)``, each ``[B, M, 1, 1, 1]`` in ``like``'s compute dtype (float32 or wider).
+    """
+    dt = torch.promote_types(like.dtype, torch.float32)
+    idx = t.detach().cpu()
+    abar = schedule.alphas_cumprod[idx].view(-1, 1)
+    lam_t = torch.tensor([float(v) for v in lam], dtype=torch.float64).view(1, -1)
+    a2, s2 = abar.expand(-1, lam_t.shape[1]), (1.0 - abar) * (1.0 - lam_t)
+    c = (a2 + s2).sqrt()
+    shape = (idx.shape[0], lam_t.shape[1], 1, 1, 1)
+    out = (a2.sqrt() / c, s2.sqrt() / c, c)
+    return tuple(v.reshape(shape).to(device=like.device, dtype=dt) for v in out)
+
+
+def residual_output_to_noise(z_prime: torch.Tensor, output: torch.Tensor, process, prediction: str) -> torch.Tensor:
+    """``rhat`` (the residual noise estimate of Eq. 13) from the residual generator's output, which is
+    ``r`` (eps), ``v = alpha r - sigma x`` (v) or ``x`` (x0) of ``residual_process``."""
+    if prediction == "eps":
+        return output
+    alpha, sigma, c = process
+    z = z_prime.to(alpha.dtype) / c
+    o = output.to(alpha.dtype)
+    # frames with lam_i = 1 have sigma = 0: their residual is multiplied by sqrt(1 - lam_i) = 0 in Eq. 13
+    r = sigma * z + alpha * o if prediction == "v" else (z - alpha * o) / sigma.clamp_min(1e-12)
+    return r.to(output.dtype)
+
+
+def residual_target(x0: torch.Tensor, residual_noise: torch.Tensor, process, prediction: str) -> torch.Tensor:
+    """The residual generator's regression target for clean frames ``x0`` and the residual noise it must
+    find in ``z'`` (``residual_noise``; Eq. 14's effective target)."""
+    if prediction == "eps":
+        return residual_noise
+    if prediction == "x0":
+        return x0
+    alpha, sigma, _ = process
+    return alpha * residual_noise.to(alpha.dtype) - sigma * x0.to(alpha.dtype)
+
+
 def compose_noise(base_hat: torch.Tensor, residual_hat: torch.Tensor, lam: Sequence[float], key: int) -> torch.Tensor:
     """Eq. 13: ``epshat^k = bhat`` and ``epshat^i = sqrt(lam_i) bhat + sqrt(1 - lam_i) rhat^i`` (i != k).
 

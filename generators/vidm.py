@@ -32,6 +32,7 @@ from vfbench.diffusion import DiffusionSchedule, check_eta, ddim_step, ddpm_step
 from vfbench.errors import UsageError, check_range, did_you_mean
 from vfbench.generator import Generator, make_generator
 from vfbench.generators.vidm_nets import ContentDenoiser, MotionDenoiser
+from vfbench.prediction import check_prediction, output_to_eps, prediction_target
 from vfbench.registry import GENERATORS
 
 
@@ -65,6 +66,7 @@ class VIDMConfig:
     robustness_penalty: bool = True       # Table 3: Charbonnier (False: MSE)
     posgn: bool = True                    # Table 3: Positional Group Normalization
     implicit_condition: bool = True       # Table 3: implicit motion condition
+    prediction: Literal["eps", "v", "x0"] = "x0"  # what both denoisers predict (vfbench.prediction); the paper: eps
 
     @property
     def frame_capacity(self) -> int:
@@ -106,6 +108,7 @@ def _fit_levels(widths: Tuple[int, ...], size: int, min_size: int = 4) -> Tuple[
 def validate_config(cfg: VIDMConfig) -> None:
     """Raise a UsageError naming the option and the fix for any inconsistent setting."""
     check_range("frames", cfg.frames, 2)
+    check_prediction(cfg.prediction, "vidm.prediction")
     check_range("size", cfg.size, 4)
     check_range("channels", cfg.channels, 1)
     check_range("num_classes", cfg.num_classes, 0)
@@ -143,6 +146,7 @@ class VIDM(Generator):
 
     name = "vidm"
     Config = VIDMConfig
+    LEGACY_DEFAULTS = {"prediction": "eps"}
 
     def __init__(self, config: VIDMConfig):
         super().__init__(config)
@@ -248,7 +252,8 @@ class VIDM(Generator):
         t_c = self._randint(cfg.num_timesteps, (b,), g, dev)
         eps_c = self._randn(x_content.shape, g, dev)
         z_c = q_sample(self.schedule, x_content, t_c, eps_c)
-        content_loss = self.denoising_penalty(self.content(z_c, t_c, labels), eps_c)
+        target_c = prediction_target(self.schedule, x_content, eps_c, t_c, cfg.prediction)
+        content_loss = self.denoising_penalty(self.content(z_c, t_c, labels), target_c)
 
         # motion generator with teacher forcing: (x(0), ground-truth x(n-1), n) -> x(n)
         n = 1 + self._randint(num_frames - 1, (b,), g, dev)
@@ -257,7 +262,8 @@ class VIDM(Generator):
         eps_m = self._randn(x_target.shape, g, dev)
         z_m = q_sample(self.schedule, x_target, t_m, eps_m)
         code = self.motion.motion_code(x_first, x_prev)
-        motion_loss = self.denoising_penalty(self.motion(z_m, t_m, n, x_first, code, labels), eps_m)
+        target_m = prediction_target(self.schedule, x_target, eps_m, t_m, cfg.prediction)
+        motion_loss = self.denoising_penalty(self.motion(z_m, t_m, n, x_first, code, labels), target_m)
 
         return {"loss": content_loss + motion_loss,
                 "content_loss": content_loss.detach(), "motion_loss": motion_loss.detach()}
@@ -271,15 +277,20 @@ class VIDM(Generator):
         ]
 
     # -- sampling ---------------------------------------------------------------------------------
-    def _reverse_diffusion(self, eps_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    def _reverse_diffusion(self, net_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                            noise_fn: Callable[[], torch.Tensor], sampler: str, steps: int, eta: float) -> torch.Tensor:
-        """A full reverse diffusion from N(0, I) to a frame in [-1, 1]; ``noise_fn()`` draws one [b, C, H, W]
+        """A full reverse diffusion from N(0, I) to a frame in [-1, 1]; ``net_fn(z, t)`` is a denoiser's raw output
+        (eps, v or x0 by ``config.prediction``), ``noise_fn()`` draws one [b, C, H, W]
         standard normal tensor (the start, then each stochastic step's noise).
 
         ``ddpm`` with all ``num_timesteps`` steps is the ancestral sampler of Eq. 3; ``ddpm`` with fewer
         steps is its respaced form (DDIM with eta = 1, Song et al. 2021 Eq. 16); ``ddim`` uses ``eta``.
         """
         cfg, dev = self.config, self.device
+
+        def eps_fn(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return output_to_eps(self.schedule, z, t, net_fn(z, t), cfg.prediction)
+
         z = noise_fn()
         b = z.shape[0]
         if sampler == "ddpm" and steps == cfg.num_timesteps:

@@ -59,6 +59,8 @@ class RunInfo:
     provenance: Dict[str, Any]
     preview: Optional[bytes] = None
     preview_note: str = ""
+    strip: Optional[bytes] = None     # PNG: real training clips above samples, every clip a row of frames
+    strip_note: str = ""
     control: Optional[bytes] = None
     control_note: str = ""
     disentangle: List[Dict[str, Any]] = field(default_factory=list)
@@ -133,6 +135,53 @@ def _render_gif(clips, path: Path) -> bytes:
     data = gif_grid(clips[: rows * cols], rows, cols)
     atomic_write_bytes(path, data)
     return data
+
+
+STRIP_CLIPS = 4
+
+
+def real_clips_of(run: RunInfo, n: int = STRIP_CLIPS):
+    """The first ``n`` training clips of the run's dataset at the run's clip size (uint8), or None with a
+    reason when the dataset cannot be read here (a real dataset not on this machine)."""
+    import numpy as np
+
+    ds = run.config.get("dataset")
+    if not isinstance(ds, dict) or not ds.get("name"):
+        return None, "the run records no dataset"
+    try:
+        from vfbench.data import build_dataset
+
+        kw = {k: ds[k] for k in ("frames", "size", "data_root", "stride", "seed") if ds.get(k) is not None}
+        dataset = build_dataset(str(ds["name"]), split=str(ds.get("split") or "train"), **kw)
+        clips = [np.asarray(dataset[i]["video"]) for i in range(min(n, len(dataset)))]
+    except (OSError, ValueError, VfbenchError) as exc:
+        return None, f"real clips unavailable: {exc}"
+    return (np.stack(clips), "") if clips else (None, "the dataset is empty")
+
+
+def filmstrip_png(run: RunInfo) -> None:
+    """Real clips above the run's samples, a row of frames each: the content of a row and the coherence
+    along it are visible at once (a GIF shows only motion)."""
+    from vfbench.previews import filmstrip_png_bytes
+
+    for sdir in _sample_sets(run.dir):
+        cached = run.dir / CACHE_DIR / f"strip-{sdir.name}.png"
+        if cached.is_file():
+            run.strip = cached.read_bytes()
+            return
+        try:
+            fake = _load_preview_clips(sdir, STRIP_CLIPS)
+        except (OSError, ValueError, VfbenchError) as exc:
+            run.strip_note = f"could not read samples/{sdir.name}: {exc}"
+            return
+        if fake is None:
+            continue
+        real, why = real_clips_of(run, STRIP_CLIPS)
+        groups = ([("real", real)] if real is not None else []) + [("generated", fake)]
+        run.strip = filmstrip_png_bytes(groups, scale=max(1, 64 // int(fake.shape[-1])), label_width=64)
+        run.strip_note = why
+        atomic_write_bytes(cached, run.strip)
+        return
 
 
 def preview_gif(run: RunInfo) -> None:
@@ -228,6 +277,7 @@ def collect_runs(store: ResultsStore, records: Sequence[Dict[str, Any]], control
                       _read_json_or_empty(run_dir / "summary.json"), prov or {})
         run.disentangle = [r for r in recs if "disentangl" in str(r.get("metric", "")).lower()]
         preview_gif(run)
+        filmstrip_png(run)
         if run.generator == "videofusion" and not run.is_base_pretraining and control:
             log(f"report: content/motion grid for {run.name}")
         control_grid(run, control)
@@ -444,6 +494,10 @@ def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[
         if r.is_base_pretraining:
             continue
         body = img("image/gif", r.preview, f"samples of {r.name}") if r.preview else f'<p class="muted">{e(r.preview_note)}</p>'
+        if r.strip:
+            body += ('<br><span class="muted">real training clips (top) and generated clips, one clip per row, '
+                     f'frames left to right{": " + e(r.strip_note) if r.strip_note else ""}</span><br>'
+                     + img("image/png", r.strip, f"real clips and samples of {r.name}", "plot"))
         parts.append(f'<div class="card"><b><code>{e(r.name)}</code></b> <span class="muted">{e(r.generator)}'
                      f" · step {r.step} · {e(r.preview_note if r.preview else '')}</span><br>{body}</div>")
     parts.append("</div>")

@@ -15,10 +15,14 @@ from vfbench.registry import GENERATORS
 
 class TestVideoFusionConformance(GeneratorConformance):
     name = "videofusion"
+    # v-prediction (the default) falls more slowly in its first steps than eps, whose identity-like
+    # optimum at high t is quickly found; tests/test_learning.py is where sampling is checked
+    overfit_ratio = 0.7
 
 
 class TestVDMConformance(GeneratorConformance):
     name = "vdm"
+    overfit_ratio = 0.7
 
 
 class TestVIDMConformance(GeneratorConformance):

@@ -123,6 +123,13 @@ def test_report_content(report):
     assert "123,456" not in text and "0.12M" in text   # parameter count
     # the rendered preview GIF is cached in the run dir for the next report
     assert list((store.runs_dir / "ablate-lambda-0.25-shapes-s0" / "report").glob("preview-*.gif"))
+    # real training clips beside every run's samples (a PNG filmstrip: real rows above generated rows)
+    assert text.count("real training clips (top) and generated clips") == 3
+    strip = next((store.runs_dir / "ablate-lambda-0.25-shapes-s0" / "report").glob("strip-*.png"))
+    from PIL import Image
+
+    img = np.asarray(Image.open(strip).convert("RGB"))
+    assert img.shape[0] > 8 * 8 and img.shape[1] > 4 * 8  # 4 real + 4 generated rows of 4 frames, upscaled
 
 
 def test_report_cli(tmp_path, capsys):

@@ -67,7 +67,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "toy-test", "--steps", "0", "--results", res, "--frames", "2", "--size", "8")
     assert code == 2 and "--steps" in err
     code, _, err = run_cli(capsys, "train", "toy-test", "--lam", "0.5", "--results", res, "--frames", "2", "--size", "8")
-    assert code == 2 and "--lam applies to videofusion only" in err
+    assert code == 2 and "--lam does not apply to generator" in err
     code, _, err = run_cli(capsys, "sample", "nope", "--num", "2", "--results", res)
     assert code == 2 and "unknown run 'nope'" in err
 

@@ -236,15 +236,21 @@ def test_sampler_covers_each_epoch_once_and_shards_ranks():
     assert list(late) == list(s1)[3:]
 
 
-def test_mixed_precision_is_gpu_only(tmp_path):
+def test_mixed_precision_bf16_on_cpu_fp16_gpu_only(tmp_path):
     from vfbench.training import amp_settings
 
     assert amp_settings("fp32", torch.device("cpu")) == (None, False)
     assert amp_settings("bf16", torch.device("cuda", 0)) == (torch.bfloat16, False)
+    assert amp_settings("bf16", torch.device("cpu")) == (torch.bfloat16, False)  # CPU autocast (AMX-BF16)
     assert amp_settings("fp16", torch.device("cuda", 0)) == (torch.float16, True)  # with GradScaler
     with pytest.warns(UserWarning, match="GPU only"):
-        s = train(tmp_path, make_toy(), ToyClips(), cfg(steps=1, precision="bf16"), progress=False)
+        s = train(tmp_path, make_toy(), ToyClips(), cfg(steps=1, precision="fp16"), progress=False)
     assert s["precision"] == "fp32"
+    s = train(tmp_path / "bf16", make_toy(), ToyClips(), cfg(steps=2, precision="bf16"), progress=False)
+    assert s["precision"] == "bf16" and math.isfinite(s["final_loss"])
+    # weights and their average stay float32 under autocast
+    state = torch.load(s["checkpoint"], weights_only=True)
+    assert all(v.dtype == torch.float32 for v in state["model"].values() if v.is_floating_point())
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="--device cpu"):
             train(tmp_path / "g", make_toy(), ToyClips(), cfg(steps=1, device="cuda"), progress=False)

@@ -37,14 +37,14 @@ def test_registered_and_uses_videofusion_base_widths():
 
 
 def test_loss_is_finite_and_backpropagates():
-    model = _model()
+    model = _model(prediction="eps")
     out = model.loss({"video": _clips()}, generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out["loss"]) and out["loss"].ndim == 0
     # the zero-initialised output layer makes eps_hat = 0 at init, so the loss is E[eps^2] ~ 1
     assert out["loss"].item() == pytest.approx(1.0, abs=0.1)
     out["loss"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.unet.out.parameters())
-    again = _model().loss({"video": _clips()}, generator=torch.Generator().manual_seed(0))
+    again = _model(prediction="eps").loss({"video": _clips()}, generator=torch.Generator().manual_seed(0))
     assert again["loss"].item() == out["loss"].item()  # explicit generator -> reproducible loss
 
 
@@ -79,7 +79,9 @@ def test_tiny_vdm_overfits_a_batch():
         loss.backward()
         opt.step()
     end = held_out_loss()
-    assert end < 0.6 * start, (start, end)
+    # a loss check only (v-prediction, the default, starts lower than eps: E[v^2] < 1 at init); that the
+    # model learns to *sample* its data is tests/test_learning.py
+    assert end < 0.75 * start, (start, end)
 
 
 def test_sample_shape_dtype_and_determinism():

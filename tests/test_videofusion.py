@@ -23,6 +23,7 @@ from vfbench.generators.videofusion_noise import (
     lambda_vector,
     remove_base_noise,
 )
+from vfbench.clips import uint8_to_unit
 from vfbench.registry import GENERATORS
 
 FRAMES, SIZE = 4, 8
@@ -238,7 +239,7 @@ def test_param_groups_give_a_pretrained_base_a_smaller_learning_rate(tmp_path):
 def test_tiny_videofusion_overfits_four_clips_with_noise_sharing():
     # The default mode's overfit check is TestVideoFusionConformance (tests/test_conformance.py); this one
     # trains the Sec. 4.7 set-up: lambda 0.9, b shared by content label, r by motion label.
-    model = make(noise_sharing="labels", lam=0.9)
+    model = make(noise_sharing="labels", lam=0.9, prediction="eps")  # a 30-step loss check: eps drops fastest
     batch = {"video": moving_squares(), "content": torch.tensor([0, 1, 0, 1]), "motion": torch.tensor([0, 0, 1, 1])}
 
     def held_out_loss() -> float:
@@ -392,7 +393,7 @@ def test_group_ids():
 
 
 def test_noise_sharing_by_labels_shares_the_noises():
-    model = make(noise_sharing="labels", lam=0.9)
+    model = make(noise_sharing="labels", lam=0.9, prediction="eps")  # a 30-step loss check: eps drops fastest
     batch = {"video": moving_squares(4), "content": torch.tensor([0, 1, 0, -1]), "motion": torch.tensor([2, 2, 5, 5])}
     t, base, residual = model.training_noise(batch, batch["video"].shape, gen(20))
     assert torch.equal(base[0], base[2]) and not torch.equal(base[0], base[1]) and not torch.equal(base[3], base[0])
@@ -460,3 +461,89 @@ def test_replacement_conditions_the_window_through_the_keyframe():
 def test_sample_long_rejects_bad_overlap():
     with pytest.raises(UsageError, match="overlap"):
         make().sample_long(1, 8, gen(0), overlap=FRAMES)
+
+
+# -- residual conditioning (README "VideoFusion: departures") and recipes ----------------------------------
+def test_residual_generator_sees_the_base_generators_keyframe_estimate():
+    model = make()
+    assert model.config.residual_condition == "keyframe_x0" and model.config.prediction == "x0"
+    assert model.residual.cfg.extra_input_channels == 3 and model.base.cfg.extra_input_channels == 0
+    seen = {}
+    original = model.residual.forward
+
+    def spy(x, t, cond=None, **kw):
+        seen["cond"] = cond
+        return original(x, t, cond=cond, **kw)
+
+    model.residual.forward = spy
+    g = gen(0)
+    z = torch.randn(2, FRAMES, 3, SIZE, SIZE, generator=g)
+    t = torch.tensor([10, 80])
+    with torch.no_grad():
+        parts = model.predict_base_and_residual(z, t)
+    # the condition is the base's clean keyframe estimate (x0-prediction: its output), clipped, one per frame
+    expect = parts["base_out"].clamp(-1, 1).repeat_interleave(FRAMES - 1, dim=0)
+    assert torch.equal(seen["cond"], expect)
+
+
+def test_residual_condition_none_is_the_papers_network_and_follows_the_option():
+    from vfbench.config import from_dict, to_dict
+
+    model = make(residual_condition="none")
+    assert model.residual.cfg.extra_input_channels == 0
+    # changing the option through a config dict rebuilds the residual net's input with it
+    data = to_dict(model.config)
+    data["residual_condition"] = "keyframe_latent"
+    cfg = from_dict(type(model.config), data)
+    assert cfg.residual.extra_input_channels == 3
+    with pytest.raises(UsageError, match="residual_condition must be one of"):
+        make(residual_condition="clip")
+
+
+def test_saved_configs_without_the_new_fields_load_as_they_were_trained():
+    # runs trained before prediction/residual_condition existed were eps-predicting and unconditioned
+    data = make().config_dict()
+    for k in ("prediction", "min_snr_gamma", "residual_condition"):
+        data.pop(k)
+    data["residual"]["extra_input_channels"] = 0
+    old = VideoFusion.from_config_dict(data)
+    assert old.config.prediction == "eps" and old.config.residual_condition == "none"
+
+
+def test_paper_recipe_is_eps_prediction_without_residual_conditioning():
+    from vfbench.recipes import recipe_overrides
+
+    assert recipe_overrides("videofusion", "paper") == {"prediction": "eps", "residual_condition": "none",
+                                                        "min_snr_gamma": 0.0}
+    assert recipe_overrides("vdm", "default") == {}
+    with pytest.raises(UsageError, match="did you mean 'paper'"):
+        recipe_overrides("vdm", "papr")
+    model = make(**recipe_overrides("videofusion", "paper"))
+    out = model.loss({"video": moving_squares()}, gen(1))
+    assert torch.isfinite(out["loss"])
+
+
+@pytest.mark.parametrize("prediction", ("eps", "v", "x0"))
+def test_exact_outputs_give_the_exact_noise_in_every_parameterisation(prediction):
+    # Eq. 12-13 in each parameterisation: nets that output their exact targets give back the exact frame noise
+    model = make(prediction=prediction, residual_condition="none", lam=0.6)
+    x0 = uint8_to_unit(moving_squares()).double()
+    g = gen(4)
+    t, base, residual = model.training_noise({}, x0.shape, g)
+    from vfbench.generators.videofusion_noise import decomposed_q_sample
+    from vfbench.prediction import prediction_target
+
+    z, eps = decomposed_q_sample(model.schedule, x0, t, base.double(), residual.double(), model.lam)
+    key_target = prediction_target(model.schedule, x0[:, KEY], eps[:, KEY], t, prediction)
+    others = [i for i in range(FRAMES) if i != KEY]
+    from vfbench.generators.videofusion_noise import residual_process, residual_target
+
+    proc = residual_process(model.schedule, t, [model.lam[i] for i in others], x0)
+    res_target = residual_target(x0[:, others], residual.double()[:, others], proc, prediction)
+    model.base.forward = lambda x, tt, **kw: key_target
+    model.residual.forward = lambda x, tt, **kw: res_target.flatten(0, 1)
+    parts = model.predict_base_and_residual(z, t, stop_gradient=True)
+    from vfbench.generators.videofusion_noise import compose_noise
+
+    eps_hat = compose_noise(parts["base_used"], parts["residual_hat"], model.lam, KEY)
+    assert torch.allclose(eps_hat, eps, atol=1e-5)

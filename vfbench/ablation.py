@@ -157,6 +157,7 @@ class ExpandOptions:
     size: int = 64
     batch_size: Optional[int] = None
     lr: Optional[float] = None                # None: the trainer's default (1e-4; tiny models like 1e-3)
+    precision: Optional[str] = None           # None: the trainer's default (fp32); "auto": bf16 where native
     prefix: Optional[str] = None              # run-name prefix (default "ablate-<name>" / "compare")
     # Extra generator config per generator name, e.g. {"videofusion": {"sampling_steps": 10}};
     # a variant's own overrides (the ablated switch) win over these.
@@ -197,7 +198,7 @@ def expand(spec: AblationSpec, opts: ExpandOptions) -> List[RunPlan]:
             plans.append(RunPlan(
                 name=run_name(prefix, v, opts.dataset, seed), generator=v.generator, dataset=opts.dataset,
                 preset=opts.preset, steps=opts.steps, seed=seed, frames=opts.frames, size=opts.size,
-                data_root=opts.data_root, batch_size=opts.batch_size, lr=opts.lr,
+                data_root=opts.data_root, batch_size=opts.batch_size, lr=opts.lr, precision=opts.precision,
                 generator_overrides={**opts.overrides.get(v.generator, {}), **v.overrides},
                 pretrain_base_steps=(opts.pretrain_steps or opts.steps) if v.pretrain_base else 0,
                 variant=v.label, group=spec.name))
@@ -295,6 +296,7 @@ class DemoConfig:
     lambdas: Optional[List[float]] = None  # default 0.25, 0.75 (the compare run is lambda 0.5)
     batch_size: Optional[int] = None       # training batch (default 8, quick 4)
     lr: Optional[float] = None             # default 1e-3: tiny models learn visibly in 200 steps
+    precision: str = "auto"                # bf16 autocast where the CPU/GPU runs it natively, else fp32
     report: bool = True
 
     def resolved(self) -> "DemoConfig":
@@ -305,7 +307,8 @@ class DemoConfig:
             num_samples=self.num_samples if self.num_samples is not None else (8 if q else 64),
             sampling_steps=self.sampling_steps or (4 if q else 10),
             lambdas=list(self.lambdas) if self.lambdas else [0.25, 0.75],
-            batch_size=self.batch_size or (4 if q else 8), lr=self.lr or 1e-3, report=self.report)
+            batch_size=self.batch_size or (4 if q else 8), lr=self.lr or 1e-3, precision=self.precision,
+            report=self.report)
         check_positive("--sampling-steps", out.sampling_steps)
         return out
 
@@ -321,7 +324,7 @@ def run_demo(store, cfg: DemoConfig, *, progress: bool = True, log=print, status
     prefix = "demo-quick" if cfg.quick else "demo"
     steps_over = {g: {"sampling_steps": cfg.sampling_steps} for g in ("videofusion", "vdm", "vidm")}
     base = dict(dataset="shapes", preset=cfg.preset, steps=cfg.steps, seeds=1, frames=cfg.frames, size=cfg.size,
-                batch_size=cfg.batch_size, lr=cfg.lr, overrides=steps_over)
+                batch_size=cfg.batch_size, lr=cfg.lr, precision=cfg.precision, overrides=steps_over)
     ev = lambda: EvalPlan(protocol="mini", num_samples=cfg.num_samples, sample_batch=8)  # noqa: E731
     stages = ["compare VideoFusion / VDM / VIDM", "content/motion disentanglement", "lambda ablation"]
     stages += ["report"] if cfg.report else []

@@ -627,11 +627,13 @@ def _breakdown(models, z: torch.Tensor, t_int: int, cfg: EfficiencyConfig, devic
     tr = t.repeat_interleave(m)
     fi = torch.tensor(vf.others, device=z.device).repeat(b)
     zk = z[:, vf.key].contiguous()
+    extra = vf.residual.cfg.extra_input_channels
+    cr = torch.zeros(zr.shape[0], extra, *zr.shape[2:], device=z.device, dtype=zr.dtype) if extra else None
     parts = {
         "vdm: full space-time U-Net": lambda: vdm.unet(z.transpose(1, 2), t),
         "vdm: spatial layers only (temporal off)": lambda: vdm.unet(z.transpose(1, 2), t, temporal=False),
         "videofusion: base U-Net, keyframe": lambda: vf.base(zk, t),
-        f"videofusion: residual U-Net, {m} frames": lambda: vf.residual(zr, tr, frame_index=fi),
+        f"videofusion: residual U-Net, {m} frames": lambda: vf.residual(zr, tr, frame_index=fi, cond=cr),
     }
     out: Dict[str, Any] = {}
     flops = {k: count_flops(_no_grad(f)) for k, f in parts.items()}

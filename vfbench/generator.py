@@ -29,6 +29,10 @@ from vfbench.config import from_dict, to_dict
 class Generator(nn.Module):
     name: ClassVar[str] = "generator"
     Config: ClassVar[type]
+    # Config fields added after runs already existed, with the value those runs were trained with. A saved
+    # config that lacks one of them is loaded with this value, not with the new default: an eps-trained
+    # checkpoint read as v-prediction would sample noise.
+    LEGACY_DEFAULTS: ClassVar[Dict[str, Any]] = {}
 
     def __init__(self, config):
         super().__init__()
@@ -117,6 +121,7 @@ class Generator(nn.Module):
 
     @classmethod
     def from_config_dict(cls, data: Dict[str, Any]) -> "Generator":
+        data = {**{k: v for k, v in cls.LEGACY_DEFAULTS.items() if k not in data}, **data}
         return cls(from_dict(cls.Config, data, where=f"{cls.name} config"))
 
     @property

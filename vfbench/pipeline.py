@@ -46,6 +46,7 @@ class RunPlan:
     data_root: Optional[str] = None
     batch_size: Optional[int] = None          # None: the trainer's default
     lr: Optional[float] = None                # None: the trainer's default
+    precision: Optional[str] = None           # None: the trainer's default (fp32); "auto", "bf16", ...
     generator_overrides: Dict[str, Any] = field(default_factory=dict)
     pretrain_base_steps: int = 0              # VideoFusion: image-DPM pretraining of the base first
     variant: str = ""                         # the table row this run fills (label)
@@ -57,8 +58,13 @@ class RunPlan:
     def identity(self) -> Dict[str, Any]:
         """Everything that defines the run except its length (a run may be extended)."""
         d = asdict(self)
-        for k in ("steps", "variant", "group", "batch_size"):
+        for k in ("steps", "variant", "group", "batch_size", "precision"):
             d.pop(k)
+        # the resolved generator config too: when a default changes between versions (prediction, residual
+        # conditioning), a run trained under the old default is not silently reused as if it were the new one
+        from vfbench.config import to_dict
+
+        d["generator_config"] = to_dict(generator_config(self))
         return d
 
     def dataset_kwargs(self) -> Dict[str, Any]:
@@ -246,6 +252,8 @@ def _train_config(plan: RunPlan, steps: int):
         over["batch_size"] = plan.batch_size
     if plan.lr:
         over["lr"] = plan.lr
+    if plan.precision:
+        over["precision"] = plan.precision
     return from_dict(TrainConfig, merge(to_dict(TrainConfig()), over), where=f"training config of {plan.name}")
 
 

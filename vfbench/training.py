@@ -36,7 +36,7 @@ from vfbench.distributed import (DistInfo, all_reduce_gradients, all_reduce_sum,
 from vfbench.ema import EMA
 from vfbench.errors import DataError, TrainingDiverged, UsageError, WeightsError, check_positive, check_range
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass
@@ -50,7 +50,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = True         # decay min(ema_decay, (1+n)/(10+n)) at update n (see vfbench.ema)
     grad_clip: float = 1.0          # max global gradient norm; 0 disables clipping
-    precision: str = "fp32"         # "fp32" | "bf16" | "fp16" (autocast on GPU only)
+    precision: str = "fp32"         # "fp32" | "bf16" (autocast on GPU and CPU) | "fp16" (GPU only) | "auto"
     ckpt_every: int = 500
     log_every: int = 10
     seed: int = 0
@@ -92,15 +92,44 @@ def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
 
 
 def amp_settings(precision: str, device: torch.device):
-    """(autocast dtype or None, use GradScaler). Mixed precision is a GPU feature; CPU runs fp32."""
+    """(autocast dtype or None, use GradScaler).
+
+    bf16 autocast runs on GPUs and on CPUs (oneDNN's bf16 kernels; AMX-BF16 / AVX512-BF16 make it a
+    real speed-up, benchmarks/bf16_training.py). fp16 needs a GradScaler and is a GPU feature: on a CPU
+    it falls back to fp32 with a warning. Weights, optimiser state, EMA and the loss stay float32.
+    """
     if precision == "fp32":
-        return None, False
-    if device.type != "cuda":
-        warnings.warn(f"--precision {precision} applies on GPU only; training in fp32 on {device}")
         return None, False
     if precision == "bf16":
         return torch.bfloat16, False
+    if device.type != "cuda":
+        warnings.warn(f"--precision {precision} applies on GPU only; training in fp32 on {device} "
+                      f"(use --precision bf16 on a CPU)")
+        return None, False
     return torch.float16, True
+
+
+def cpu_bf16_native() -> bool:
+    """Whether this CPU has native bf16 matrix instructions (AMX-BF16 or AVX512-BF16), read from
+    /proc/cpuinfo (Linux; False elsewhere). Without them CPU bf16 autocast is emulated and many times
+    slower than fp32 (benchmarks/bf16_training.py)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool({"amx_bf16", "avx512_bf16"} & flags)
+    except OSError:
+        pass
+    return False
+
+
+def auto_precision(device: torch.device) -> str:
+    """``bf16`` where it is a real speed lever (a CUDA GPU with bf16, or a CPU with native bf16 kernels),
+    else ``fp32``: the demo's and the reference recipe's ``--precision auto``."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_bf16_native() else "fp32"
 
 
 # -- data order ----------------------------------------------------------------------------------
@@ -321,7 +350,8 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
     opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     wanted = [(g["lr"], g["weight_decay"]) for g in opt.param_groups]
     ema = EMA(model, cfg.ema_decay, warmup=cfg.ema_warmup)
-    amp_dtype, use_scaler = amp_settings(cfg.precision, device)
+    precision = auto_precision(device) if cfg.precision == "auto" else cfg.precision
+    amp_dtype, use_scaler = amp_settings(precision, device)
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     start, elapsed0, resumed_from, last_ckpt = 0, 0.0, None, None
@@ -462,7 +492,7 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
         "steps_per_s": done / wall if done and wall > 0 else None,
         "final_loss": last_logged.get("loss"), "final_terms": last_logged,
         "checkpoint": str(last_ckpt) if last_ckpt else None, "device": str(device),
-        "precision": cfg.precision if amp_dtype is not None else "fp32", "world_size": info.world_size,
+        "precision": precision if amp_dtype is not None else "fp32", "world_size": info.world_size,
         "global_batch": cfg.batch_size * info.world_size, "num_params": counts["params"],
         "trainable_params": counts["trainable"], "ema_decay": cfg.ema_decay,
         "lr_groups": {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)},

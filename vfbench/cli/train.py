@@ -41,13 +41,16 @@ class Setup:
 
 
 def _resolve(generator: str, config: Optional[Path], preset: Optional[str], dataset_over: Dict[str, Any],
-             train_over: Dict[str, Any], gen_over: Dict[str, Any], class_cond: bool) -> Setup:
+             train_over: Dict[str, Any], gen_over: Dict[str, Any], class_cond: bool, recipe: str = "default") -> Setup:
     from vfbench.config import from_dict, load_config_file, merge, to_dict
     from vfbench.data import build_dataset
     from vfbench.registry import DATASETS, GENERATORS
     from vfbench.training import TrainConfig
 
+    from vfbench.recipes import recipe_overrides
+
     GENERATORS.check(generator)  # did-you-mean before anything heavy
+    recipe_over = recipe_overrides(generator, recipe)
     file = load_config_file(config) if config is not None else {}
     unknown = sorted(set(file) - _FILE_KEYS)
     if unknown:
@@ -68,9 +71,10 @@ def _resolve(generator: str, config: Optional[Path], preset: Optional[str], data
 
     cls = GENERATORS.get(generator)
     fields = set(getattr(cls.Config, "__dataclass_fields__", {}))
-    for key, flag in (("lam", "--lam"), ("mode", "--mode")):
+    for key, flag in (("lam", "--lam"), ("mode", "--mode"), ("residual_condition", "--residual-condition"),
+                      ("prediction", "--prediction")):
         if gen_over.get(key) is not None and key not in fields:
-            raise UsageError(f"{flag} applies to videofusion only; generator {generator!r} has no {key!r} setting")
+            raise UsageError(f"{flag} does not apply to generator {generator!r} (it has no {key!r} setting); drop {flag}")
     ds_opts = {k: v for k, v in ds_kwargs.items() if k != "name"}
     dataset = build_dataset(ds_kwargs["name"], **ds_opts)
     num_classes = 0
@@ -79,8 +83,8 @@ def _resolve(generator: str, config: Optional[Path], preset: Optional[str], data
         if num_classes <= 0:
             raise UsageError(f"--class-cond needs a labelled dataset, but {ds_kwargs['name']!r} has no class labels")
     base_cfg = cls.config_for(preset, int(ds_kwargs["frames"]), int(ds_kwargs["size"]), num_classes=num_classes)
-    gen_cfg = from_dict(cls.Config, merge(merge(to_dict(base_cfg), file.get("generator", {})), gen_over),
-                        where=f"{where} generator")
+    gen_cfg = from_dict(cls.Config, merge(merge(merge(to_dict(base_cfg), recipe_over), file.get("generator", {})),
+                                          gen_over), where=f"{where} generator")
     describe = dataset.describe() if hasattr(dataset, "describe") else {}
     return Setup(generator, cls, gen_cfg, dict(ds_kwargs, describe=describe), dataset, train_cfg, preset)
 
@@ -130,7 +134,7 @@ def train_cmd(
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay."),
     ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="EMA decay of the sampling weights."),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Max gradient norm (0: off)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (GPU only)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 (autocast on GPU or CPU; fast on CPUs with AMX-BF16 or AVX512-BF16), fp16 (GPU only) or auto (bf16 where it is native, else fp32)."),
     ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Checkpoint interval in steps."),
     log_every: Optional[int] = typer.Option(None, "--log-every", help="log.csv interval in steps."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
@@ -149,6 +153,9 @@ def train_cmd(
     mode: Optional[str] = typer.Option(None, "--mode", help="VideoFusion: stopgrad, no-stopgrad or fixed."),
     pretrain_base_steps: Optional[int] = typer.Option(None, "--pretrain-base-steps", help="VideoFusion: first pretrain the base generator alone for N steps."),
     base_init: Optional[str] = typer.Option(None, "--base-init", help="VideoFusion: start from a pretrained base (file, folder or name)."),
+    recipe: str = typer.Option("default", "--recipe", help="default (learns best: x0-prediction, VideoFusion's residual sees the base's keyframe estimate) or paper (eps-prediction, no residual conditioning)."),
+    prediction: Optional[str] = typer.Option(None, "--prediction", help="What the nets predict: x0, v or eps (overrides the recipe)."),
+    residual_condition: Optional[str] = typer.Option(None, "--residual-condition", help="VideoFusion: keyframe_x0, keyframe_latent or none (overrides the recipe)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Train a generator on a dataset; checkpoints, log.csv and summary.json go to the run folder.
@@ -177,10 +184,11 @@ def train_cmd(
         _train_overrides(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay,
                          grad_clip=grad_clip, precision=precision, ckpt_every=ckpt_every, log_every=log_every,
                          num_workers=num_workers, seed=seed, device=device),
-        _train_overrides(lam=lam, mode=mode), class_cond)
+        _train_overrides(lam=lam, mode=mode, prediction=prediction, residual_condition=residual_condition), class_cond,
+        recipe)
     store = ResultsStore.open(results)
     run_name = name or f"{generator}-{setup.dataset_kwargs['name']}"
-    extra: Dict[str, Any] = {"preset": setup.preset, "class_cond": class_cond}
+    extra: Dict[str, Any] = {"preset": setup.preset, "class_cond": class_cond, "recipe": recipe}
     base_state = None
     if base_init is not None:
         base_state, extra["base_init"] = read_base_state(base_init, store)
