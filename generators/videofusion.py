@@ -48,13 +48,18 @@ from vfbench.registry import GENERATORS
 MODES = ("stopgrad", "no-stopgrad", "fixed")
 SAMPLERS = ("ddim", "ddpm")
 NOISE_SHARING = ("none", "labels")
-# What the residual generator is told about the clip's content (README "VideoFusion: departures"):
-# the paper conditions both nets on a CLIP embedding of the central frame, made at sampling time by a
-# DALL-E 2 prior; vfbench has neither, so the residual generator gets the base generator's own estimate
-# of the keyframe (its x0 prediction, in pixels), concatenated to its input. "none" is the paper's
-# Eq. 12-13 with the CLIP conditioning left out (the only information about the clip is then the
-# frame's own latent); "keyframe_latent" gives the noisy keyframe latent z_t^k instead.
-RESIDUAL_CONDITIONS = ("keyframe_x0", "keyframe_latent", "none")
+# What the residual generator is told about the clip's content (README "VideoFusion: departures"). The
+# paper conditions both nets on the CLIP image embedding of the video's central frame: extracted from the
+# real central frame in training, made by a DALL-E 2 prior at sampling time, i.e. the content is fixed
+# before the video is denoised. vfbench has neither CLIP nor a prior; its equivalents, concatenated to the
+# residual net's input (in pixels):
+#   "keyframe": the clean keyframe: the real central frame in training, and at sampling the keyframe the
+#               base generator (an image DPM) has finished denoising, in a first pass over the base
+#               chain alone (its predictions are cached, so the base runs once per step as before);
+#   "keyframe_x0": the base generator's current estimate of the keyframe at the same step (one pass);
+#   "keyframe_latent": the noisy keyframe latent z_t^k;
+#   "none": the paper's Eq. 12-13 without the CLIP conditioning (the frame's own latent only).
+RESIDUAL_CONDITIONS = ("keyframe", "keyframe_x0", "keyframe_latent", "none")
 
 
 @dataclass(frozen=True)
@@ -80,7 +85,7 @@ class VideoFusionConfig:
     noise_sharing: Literal["none", "labels"] = "none"  # Sec. 4.7: share b by content, r by motion labels
     prediction: Literal["eps", "v", "x0"] = "x0"  # what both nets predict (vfbench.prediction); the paper: eps
     min_snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
-    residual_condition: Literal["keyframe_x0", "keyframe_latent", "none"] = "keyframe_x0"  # see RESIDUAL_CONDITIONS
+    residual_condition: Literal["keyframe", "keyframe_x0", "keyframe_latent", "none"] = "keyframe"  # RESIDUAL_CONDITIONS
 
     def __post_init__(self):
         for name in ("frames", "size", "channels", "num_timesteps", "sampling_steps"):
@@ -178,7 +183,8 @@ class VideoFusion(Generator):
 
     # -- Eq. 12-13: the predicted noise of every frame ----------------------------------------------
     def predict_base_and_residual(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
-                                  stop_gradient: bool = False) -> Dict[str, Any]:
+                                  stop_gradient: bool = False, keyframe: Optional[torch.Tensor] = None,
+                                  base_hat: Optional[torch.Tensor] = None) -> Dict[str, Any]:
         """Both networks on one batch: ``bhat = z^b(z_t^k, t)`` and ``rhat^i = z^r(z'^i_t, t, i[, cond])`` with
         ``z'`` from Eq. 12.
 
@@ -187,16 +193,24 @@ class VideoFusion(Generator):
         ``base_used`` (what the non-key frames see: ``bhat.detach()`` when ``stop_gradient``, the ``[.]_sg``
         of Eq. 14), ``residual_hat`` (``rhat``, ``[B, N - 1, C, H, W]``; None for one-frame clips),
         ``z_prime`` and ``process`` (``residual_process``).
+
+        ``keyframe``: the clean keyframe ``[B, C, H, W]`` in [-1, 1] that ``residual_condition="keyframe"``
+        conditions on (the real one in training, the finished base sample at sampling; without it the base's
+        current estimate stands in). ``base_hat``: an already computed ``bhat`` (sampling's first pass); the
+        base net is then not called and ``base_out`` is None.
         """
         b = z_t.shape[0]
         cfg = self.config
         z_key = z_t[:, self.key]
-        if cfg.mode == "fixed":
+        if base_hat is not None:
+            base_out = None
+        elif cfg.mode == "fixed":
             with torch.no_grad():
                 base_out = self.base(z_key, t, class_labels=class_labels)
         else:
             base_out = self.base(z_key, t, class_labels=class_labels)
-        base_hat = output_to_eps(self.schedule, z_key, t, base_out, cfg.prediction)
+        if base_out is not None:
+            base_hat = output_to_eps(self.schedule, z_key, t, base_out, cfg.prediction)
         base_used = base_hat.detach() if stop_gradient else base_hat
         out: Dict[str, Any] = {"base_out": base_out, "base_hat": base_hat, "base_used": base_used,
                                "residual_out": None, "residual_hat": None, "z_prime": None, "process": None}
@@ -205,7 +219,7 @@ class VideoFusion(Generator):
         m = len(self.others)
         lam_others = [self.lam[i] for i in self.others]
         z_prime = remove_base_noise(self.schedule, z_t[:, self.others], t, base_used, lam_others)
-        cond = self._residual_condition(z_key, t, base_out, stop_gradient)
+        cond = self._residual_condition(z_key, t, base_out, base_hat, stop_gradient, keyframe)
         frame_index = torch.tensor(self.others, device=z_t.device).repeat(b)
         labels = class_labels.repeat_interleave(m) if class_labels is not None else None
         # frames folded into the batch: one batched residual call for all non-key frames
@@ -218,40 +232,64 @@ class VideoFusion(Generator):
                    residual_hat=residual_output_to_noise(z_prime, residual_out, process, cfg.prediction))
         return out
 
-    def _residual_condition(self, z_key: torch.Tensor, t: torch.Tensor, base_out: torch.Tensor,
-                            stop_gradient: bool) -> Optional[torch.Tensor]:
-        """What the residual generator is told about the clip (``RESIDUAL_CONDITIONS``): the base generator's
-        clean keyframe estimate (clipped to [-1, 1]; detached under stop-gradient, like ``bhat``), the noisy
-        keyframe latent, or nothing."""
+    def _residual_condition(self, z_key: torch.Tensor, t: torch.Tensor, base_out: Optional[torch.Tensor],
+                            base_hat: torch.Tensor, stop_gradient: bool,
+                            keyframe: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+        """What the residual generator is told about the clip (``RESIDUAL_CONDITIONS``): the clean keyframe,
+        the base generator's current keyframe estimate (clipped to [-1, 1]; detached under stop-gradient,
+        like ``bhat``), the noisy keyframe latent, or nothing."""
         kind = self.config.residual_condition
         if kind == "none":
             return None
         if kind == "keyframe_latent":
             return z_key
-        x0 = output_to_x0(self.schedule, z_key, t, base_out, self.config.prediction).clamp(-1.0, 1.0)
+        if kind == "keyframe" and keyframe is not None:
+            return keyframe.to(z_key.dtype)
+        if base_out is not None:
+            x0 = output_to_x0(self.schedule, z_key, t, base_out, self.config.prediction)
+        else:
+            x0 = output_to_x0(self.schedule, z_key, t, base_hat, "eps")
+        x0 = x0.clamp(-1.0, 1.0)
         return x0.detach() if stop_gradient else x0
 
-    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """Eq. 13: the predicted noise ``epshat`` of every frame, ``[B, N, C, H, W]``."""
-        parts = self.predict_base_and_residual(z_t, t, class_labels)
+    def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None,
+                      keyframe: Optional[torch.Tensor] = None, base_hat: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Eq. 13: the predicted noise ``epshat`` of every frame, ``[B, N, C, H, W]`` (``keyframe``, ``base_hat``:
+        see ``predict_base_and_residual``)."""
+        parts = self.predict_base_and_residual(z_t, t, class_labels, keyframe=keyframe, base_hat=base_hat)
         if parts["residual_hat"] is None:
             return parts["base_hat"].unsqueeze(1)
         return compose_noise(parts["base_used"], parts["residual_hat"], self.lam, self.key)
 
     def guided_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor],
-                     scale: float) -> torch.Tensor:
+                     scale: float, keyframe: Optional[torch.Tensor] = None,
+                     base_hat: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Classifier-free guidance on both networks (Ho & Salimans 2022).
 
         The conditional and the unconditional (null label) passes each run the full Eq. 12-13 path, so
         each residual call sees its own pass's ``z'``; since Eq. 13 is linear, guiding ``epshat`` equals
-        guiding ``bhat`` and ``rhat`` separately.
+        guiding ``bhat`` and ``rhat`` separately. A given ``base_hat`` (already guided) is shared by both.
         """
         if class_labels is None or self.config.num_classes == 0 or scale == 1.0:
-            return self.predict_noise(z_t, t, class_labels)
+            return self.predict_noise(z_t, t, class_labels, keyframe=keyframe, base_hat=base_hat)
         null = torch.full_like(class_labels, self.config.num_classes)
-        both = self.predict_noise(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([class_labels, null]))
+        two = lambda x: None if x is None else torch.cat([x, x])  # noqa: E731
+        both = self.predict_noise(torch.cat([z_t, z_t]), torch.cat([t, t]), torch.cat([class_labels, null]),
+                                  keyframe=two(keyframe), base_hat=two(base_hat))
         eps_cond, eps_uncond = both.chunk(2)
         return classifier_free_guidance(eps_cond, eps_uncond, scale)
+
+    def guided_base_noise(self, z_key: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor],
+                          scale: float) -> torch.Tensor:
+        """``bhat`` of the keyframe alone (the base generator as an image DPM), with classifier-free guidance."""
+        def bhat(z, tt, labels):
+            return output_to_eps(self.schedule, z, tt, self.base(z, tt, class_labels=labels), self.config.prediction)
+
+        if class_labels is None or self.config.num_classes == 0 or scale == 1.0:
+            return bhat(z_key, t, class_labels)
+        null = torch.full_like(class_labels, self.config.num_classes)
+        cond, uncond = bhat(torch.cat([z_key, z_key]), torch.cat([t, t]), torch.cat([class_labels, null])).chunk(2)
+        return classifier_free_guidance(cond, uncond, scale)
 
     # -- training: Eq. 14 -------------------------------------------------------------------------
     def _noise_groups(self, batch: Mapping[str, Any], size: int):
@@ -303,7 +341,7 @@ class VideoFusion(Generator):
         z_t, eps = decomposed_q_sample(self.schedule, x0, t, base, residual, self.lam)
 
         stop = self.config.mode in ("stopgrad", "fixed")
-        parts = self.predict_base_and_residual(z_t, t, labels, stop_gradient=stop)
+        parts = self.predict_base_and_residual(z_t, t, labels, stop_gradient=stop, keyframe=x0[:, self.key])
         cfg = self.config
         weights = loss_weights(self.schedule, t, cfg.prediction, cfg.min_snr_gamma, like=z_t)
         # the error terms in float32 even when the nets run under autocast

@@ -161,25 +161,59 @@ def denoise_window(model, plan: _Plan, base: torch.Tensor, residual: torch.Tenso
     size = z.shape[0]
     labels = labels.to(device) if labels is not None else None
     o = 0 if known is None else known.shape[1]
-    for t, t_prev in plan.pairs:
+    keyframe, base_hats, base_draws = None, None, None
+    if model.config.residual_condition == "keyframe":
+        keyframe, base_hats, base_draws = _base_first(model, plan, eps_window, base_stream, labels, known)
+    for step, (t, t_prev) in enumerate(plan.pairs):
         t_vec = torch.full((size,), t, dtype=torch.long, device=device)
         if o:
             z[:, :o] = q_sample(schedule, known, t_vec, eps_window[:, :o])
-        eps_hat = model.guided_noise(z, t_vec, labels, plan.guidance_scale)
+        eps_hat = model.guided_noise(z, t_vec, labels, plan.guidance_scale, keyframe=keyframe,
+                                     base_hat=None if base_hats is None else base_hats[step])
         stochastic = (t > 0) if plan.full_ddpm else (plan.eta > 0 and t_prev >= 0)
         fresh = None
         if stochastic:  # Appendix A: the added noise is decomposed too, with a new shared b'
-            fresh = decomposed_noise(base_stream.draw(plan.frame),
-                                     residual_stream.draw((model.config.frames, *plan.frame)), lam).to(device)
-        if plan.full_ddpm:
-            z = ddpm_step(schedule, z, eps_hat, t_vec, noise=fresh)
-        else:
-            if plan.eta > 0 and fresh is None:
-                fresh = torch.zeros_like(z)  # the last step (t_prev = -1) has sigma = 0
-            z = ddim_step(schedule, z, eps_hat, t_vec, t_prev, eta=plan.eta, noise=fresh)
+            b_new = base_draws[step] if base_draws is not None else base_stream.draw(plan.frame)
+            fresh = decomposed_noise(b_new, residual_stream.draw((model.config.frames, *plan.frame)), lam).to(device)
+        z = _update(schedule, plan, z, eps_hat, t_vec, t_prev, fresh)
     if o:
         z[:, :o] = known
     return z
+
+
+def _update(schedule, plan: _Plan, z, eps_hat, t_vec, t_prev, fresh):
+    if plan.full_ddpm:
+        return ddpm_step(schedule, z, eps_hat, t_vec, noise=fresh)
+    if plan.eta > 0 and fresh is None:
+        fresh = torch.zeros_like(z)  # the last step (t_prev = -1) has sigma = 0
+    return ddim_step(schedule, z, eps_hat, t_vec, t_prev, eta=plan.eta, noise=fresh)
+
+
+def _base_first(model, plan: _Plan, eps_window: torch.Tensor, base_stream, labels, known):
+    """``residual_condition="keyframe"``: run the keyframe's chain alone first (the base generator is an image
+    DPM, and the keyframe's noise is exactly ``b``, Eq. 11), so that the residual generator can be conditioned
+    on the finished keyframe from the first step on, as the paper's prior gives the central frame's embedding
+    before the video is denoised. Returns the keyframe, the base predictions of every step and the base
+    noise draws of stochastic steps, which the joint pass reuses: its keyframe follows the same arithmetic
+    and ends on the same bytes, and the base net runs once per step, as before."""
+    schedule, key, device = model.schedule, model.key, model.device
+    z_key = eps_window[:, key].clone()
+    size = z_key.shape[0]
+    known_key = known is not None and known.shape[1] > key
+    hats, draws = [], []
+    for t, t_prev in plan.pairs:
+        t_vec = torch.full((size,), t, dtype=torch.long, device=device)
+        if known_key:
+            z_key = q_sample(schedule, known[:, key], t_vec, eps_window[:, key])
+        hat = model.guided_base_noise(z_key, t_vec, labels, plan.guidance_scale)
+        hats.append(hat)
+        stochastic = (t > 0) if plan.full_ddpm else (plan.eta > 0 and t_prev >= 0)
+        raw = base_stream.draw(plan.frame) if stochastic else None  # lam_k = 1: the keyframe's fresh noise is b'
+        draws.append(raw)
+        z_key = _update(schedule, plan, z_key, hat, t_vec, t_prev, None if raw is None else raw.to(device))
+    if known_key:
+        z_key = known[:, key]
+    return z_key.clamp(-1.0, 1.0), hats, draws
 
 
 def _initial_noises(plan: _Plan, lo: int, hi: int, base_stream, residual_stream, frames: int):

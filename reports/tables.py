@@ -251,8 +251,15 @@ def _notes(spec, plans, used, cols, protocol, dataset, cells) -> List[str]:
     if seeds > 1:
         notes.append(f"mean ± sample standard deviation over {seeds} seeds (one training run each);"
                      " a cell marked (n=1) has one run, and its ± is the metric's spread over its trials.")
-    elif any(c.std is not None for row in cells for c in row):
-        notes.append("± is the metric's own spread over its evaluation trials (one seed per variant).")
+    else:
+        if any(c.std is not None for row in cells for c in row):
+            notes.append("± is the metric's own spread over its evaluation trials (one seed per variant).")
+        if seeds == 1:
+            noise = (" (two disjoint sets of real shapes clips at 16x16 score FVD 73 and 85 with 64 clips, 41 and 53"
+                     " with 256: differences under ~15 are within noise there)" if str(dataset) == "shapes" else "")
+            notes.append("One training seed per row: no seed-to-seed spread was measured, so a difference is a trend,"
+                         f" not a result, unless it is larger than the metric's sampling noise{noise};"
+                         " --seeds 3 gives mean ± std.")
     if any(c.mean is None for row in cells for c in row):
         notes.append(f"{DASH} in a measured column: not evaluated yet (rerun the command to finish).")
     if not cols:

@@ -5,6 +5,7 @@ Speed is never asserted here (the machine is shared and noisy); the ratios live 
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -196,3 +197,14 @@ def test_spatial_attention_takes_the_flash_kernel_on_cpu():
         layer(torch.randn(2, 16, 8, 8))
     names = {e.key for e in prof.key_averages()}
     assert any("flash_attention" in n for n in names) and not any("attention_math" in n for n in names)
+
+
+def test_bf16_training_tiny(tmp_path):
+    m = load_script("bf16_training")
+    res = m.main(["--preset", "tiny", "--frames", "4", "--size", "8", "--batch", "2", "--repeats", "1",
+                  "--out", str(tmp_path / "bf16.json")])
+    assert set(res["generators"]) == {"videofusion", "vdm", "vidm"}
+    for r in res["generators"].values():
+        assert r["speedup_bf16"] > 0 and all(math.isfinite(v) for v in r["first_loss"].values())
+    assert isinstance(res["machine"]["cpu_bf16_native"], bool)
+    assert json.loads((tmp_path / "bf16.json").read_text())["benchmark"] == "bf16_training"

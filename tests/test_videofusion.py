@@ -23,7 +23,7 @@ from vfbench.generators.videofusion_noise import (
     lambda_vector,
     remove_base_noise,
 )
-from vfbench.clips import uint8_to_unit
+from vfbench.clips import uint8_to_unit, unit_to_uint8
 from vfbench.registry import GENERATORS
 
 FRAMES, SIZE = 4, 8
@@ -465,8 +465,8 @@ def test_sample_long_rejects_bad_overlap():
 
 # -- residual conditioning (README "VideoFusion: departures") and recipes ----------------------------------
 def test_residual_generator_sees_the_base_generators_keyframe_estimate():
-    model = make()
-    assert model.config.residual_condition == "keyframe_x0" and model.config.prediction == "x0"
+    model = make(residual_condition="keyframe_x0")
+    assert model.config.prediction == "x0"
     assert model.residual.cfg.extra_input_channels == 3 and model.base.cfg.extra_input_channels == 0
     seen = {}
     original = model.residual.forward
@@ -547,3 +547,45 @@ def test_exact_outputs_give_the_exact_noise_in_every_parameterisation(prediction
 
     eps_hat = compose_noise(parts["base_used"], parts["residual_hat"], model.lam, KEY)
     assert torch.allclose(eps_hat, eps, atol=1e-5)
+
+
+def test_default_residual_condition_is_the_clean_keyframe_in_training():
+    model = make()
+    assert model.config.residual_condition == "keyframe"
+    seen = {}
+    original = model.residual.forward
+
+    def spy(x, t, cond=None, **kw):
+        seen["cond"] = cond
+        return original(x, t, cond=cond, **kw)
+
+    model.residual.forward = spy
+    clips = moving_squares()
+    model.loss({"video": clips}, gen(0))
+    expect = uint8_to_unit(clips)[:, KEY].repeat_interleave(FRAMES - 1, dim=0)
+    assert torch.equal(seen["cond"], expect)  # the real central frame, as the paper's CLIP embedding of it
+
+
+@pytest.mark.parametrize("sampler", ("ddim", "ddpm"))
+def test_keyframe_sampling_conditions_on_the_finished_keyframe(sampler):
+    # first pass: the keyframe's chain alone; joint pass: every residual call sees that finished keyframe,
+    # and the joint pass's keyframe ends on the same bytes
+    model = perturb(make(residual_condition="keyframe"))
+    conds = []
+    original = model.residual.forward
+
+    def spy(x, t, cond=None, **kw):
+        conds.append(cond)
+        return original(x, t, cond=cond, **kw)
+
+    model.residual.forward = spy
+    base_calls = []
+    base_forward = model.base.forward
+    model.base.forward = lambda x, t, **kw: base_calls.append(1) or base_forward(x, t, **kw)
+    clips = model.sample(2, gen(5), sampler=sampler, steps=4)
+    assert len(base_calls) == 4  # the base net runs once per step, as in the one-pass sampler
+    assert len(conds) == 4 and all(torch.equal(c, conds[0]) for c in conds)
+    keyframe = unit_to_uint8(conds[0][:: FRAMES - 1])
+    assert torch.equal(clips[:, KEY], keyframe)
+    again = model.sample(2, gen(5), sampler=sampler, steps=4)
+    assert torch.equal(clips, again)

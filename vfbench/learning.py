@@ -105,9 +105,19 @@ def denoise_from(model, clips: torch.Tensor, t: int, seed: int = 0, steps: Optio
         noise = torch.randn(x0.shape, generator=g).to(x0.device)
     start = torch.full((x0.shape[0],), pairs[0][0], dtype=torch.long)
     z = q_sample(model.schedule, x0, start.to(x0.device), noise)
-    for a, b in pairs:
+    extra = [{} for _ in pairs]
+    if getattr(model.config, "residual_condition", None) == "keyframe":
+        # VideoFusion's sampler: the keyframe's chain first, then every frame conditioned on the finished keyframe
+        z_key = z[:, model.key].clone()
+        for i, (a, b) in enumerate(pairs):
+            tv = torch.full((x0.shape[0],), a, dtype=torch.long, device=x0.device)
+            extra[i]["base_hat"] = model.guided_base_noise(z_key, tv, None, 1.0)
+            z_key = ddim_step(model.schedule, z_key, extra[i]["base_hat"], tv, b)
+        for e in extra:
+            e["keyframe"] = z_key.clamp(-1, 1)
+    for (a, b), kw in zip(pairs, extra):
         tv = torch.full((x0.shape[0],), a, dtype=torch.long, device=x0.device)
-        z = ddim_step(model.schedule, z, model.predict_noise(z, tv), tv, b)
+        z = ddim_step(model.schedule, z, model.predict_noise(z, tv, **kw), tv, b)
     return unit_to_uint8(z).cpu()
 
 
