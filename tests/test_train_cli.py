@@ -142,3 +142,26 @@ def test_videofusion_pretrain_base_steps_in_train(tmp_path, capsys):
     for k, v in art["state_dict"].items():
         assert torch.equal(pre["ema"][f"base.{k}"], v)
     assert "loss" in (run_dir / "pretrain/log.csv").read_text()
+
+
+@pytest.mark.skipif(not _have_videofusion_and_shapes(), reason="VideoFusion or the shapes dataset not importable yet")
+def test_recipe_and_its_overrides_are_saved_with_the_run(tmp_path, capsys):
+    res = str(tmp_path / "res")
+    small = ["--dataset", "shapes", "--preset", "tiny", "--frames", "4", "--size", "8", "--batch-size", "2",
+             "--results", res, "--no-progress", "--device", "cpu", "--steps", "1"]
+    code, out, err = run_cli(capsys, "train", "videofusion", *small, "--name", "p", "--recipe", "paper")
+    assert code == 0, err
+    cfg = json.loads((Path(out.splitlines()[-1]) / "config.json").read_text())
+    g = cfg["generator_config"]
+    assert (g["prediction"], g["residual_condition"], g["residual"]["extra_input_channels"]) == ("eps", "none", 0)
+    assert cfg["extra"]["recipe"] == "paper"
+    # flags win over the recipe
+    code, out, err = run_cli(capsys, "train", "videofusion", *small, "--name", "q", "--recipe", "paper",
+                             "--prediction", "v", "--residual-condition", "keyframe")
+    assert code == 0, err
+    g = json.loads((Path(out.splitlines()[-1]) / "config.json").read_text())["generator_config"]
+    assert (g["prediction"], g["residual_condition"], g["residual"]["extra_input_channels"]) == ("v", "keyframe", 3)
+    code, _, err = run_cli(capsys, "train", "vdm", *small, "--name", "r", "--residual-condition", "none")
+    assert code == 2 and "--residual-condition does not apply to generator 'vdm'" in err
+    code, _, err = run_cli(capsys, "train", "vdm", *small, "--name", "s", "--recipe", "papr")
+    assert code == 2 and "did you mean 'paper'" in err
