@@ -436,7 +436,11 @@ def _meta_denoiser(name: str, preset: str, frames: int, size: int, batch: int):
         with torch.no_grad():
             bhat = base(z[:, key], t)
             zp = z[:, others] - (lam ** 0.5) * 0.7 * bhat.unsqueeze(1)
-            rhat = residual(zp.flatten(0, 1), t.repeat_interleave(len(others))).view(batch, len(others), 3, size, size)
+            # the residual's conditioning input (the keyframe, in pixels) repeated for every non-key frame
+            extra = residual.cfg.extra_input_channels
+            cond = z[:, key].repeat_interleave(len(others), dim=0)[:, :extra] if extra else None
+            rhat = residual(zp.flatten(0, 1), t.repeat_interleave(len(others)),
+                            cond=cond).view(batch, len(others), 3, size, size)
             eps = torch.empty_like(z)
             eps[:, key] = bhat
             eps[:, others] = (lam ** 0.5) * bhat.unsqueeze(1) + ((1 - lam) ** 0.5) * rhat
