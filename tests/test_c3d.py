@@ -68,7 +68,9 @@ def test_extract_probs_and_batch_independence(chainer_files):
     np.testing.assert_allclose(out["probs"].sum(1), 1.0, atol=1e-9)
     ext.batch_size = 1
     one = ext.extract(clips[1:])
-    np.testing.assert_allclose(one["logits"], out["logits"][1:], rtol=1e-4, atol=1e-4)
+    # float32 kernels chosen per batch shape (AVX2 vs AVX-512 builds differ) move logits of size ~100 by a few
+    # 1e-6 of their scale: compare at 1e-5 of the largest logit
+    np.testing.assert_allclose(one["logits"], out["logits"][1:], rtol=1e-4, atol=1e-5 * np.abs(out["logits"]).max())
 
 
 def test_preprocessing_arithmetic_bgr_and_mean(chainer_files):

@@ -48,7 +48,10 @@ def test_shared_base_groups_share_the_keyframe(tiny_runs):
     from vfbench.disentangle import sample_control_groups
     from vfbench.runs import load_run
 
+    from helpers_models import perturbed
+
     gen, _ = load_run(tiny_runs.run_dir("vf"))
+    perturbed(gen)  # a 2-step run's x0 outputs are still near the flat init; the noise must matter here
     same_base, same_res = sample_control_groups(gen, 2, 3, seed=4, steps=2)
     assert same_base.shape == (2, 3, 4, 3, 8, 8) and same_base.dtype == torch.uint8
     key = gen.config.frames // 2

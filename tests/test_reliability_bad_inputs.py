@@ -245,7 +245,7 @@ def test_empty_and_wrong_layout_dataset_folders(capsys, tmp_path):
     (["train", "videofusion", "--lam", "1.5"], ["lam must be in [0, 1]", "1.5"]),
     (["train", "videofusion", "--lam", "-0.1"], ["lam must be in [0, 1]"]),
     (["train", "videofusion", "--lam", "nan"], ["lam must be in [0, 1]"]),
-    (["train", "vdm", "--lam", "0.5"], ["--lam", "videofusion"]),
+    (["train", "vdm", "--lam", "0.5"], ["--lam", "does not apply to generator 'vdm'"]),
     (["train", "videofusion", "--mode", "stopgrd"], ["stopgrad"]),
     (["train", "vdm", "--steps", "0"], ["--steps"]),
     (["train", "vdm", "--steps", "-3"], ["--steps"]),
