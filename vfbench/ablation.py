@@ -288,21 +288,21 @@ class DemoConfig:
 
     quick: bool = False
     preset: Optional[str] = None           # default: tiny (both modes; small is for longer runs)
-    steps: Optional[int] = None            # default: 300 (quick: 10)
+    steps: Optional[int] = None            # default: 250 (quick: 10)
     size: Optional[int] = None             # default: 16 (quick: 16)
     frames: int = 16                       # the shapes metrics score 16-frame clips
     num_samples: Optional[int] = None      # default: 64 (quick: 8); metrics renamed accordingly
     sampling_steps: Optional[int] = None   # DDIM steps of every generator (default 10, quick 4)
     lambdas: Optional[List[float]] = None  # default 0.25, 0.75 (the compare run is lambda 0.5)
     batch_size: Optional[int] = None       # training batch (default 8, quick 4)
-    lr: Optional[float] = None             # default 2e-3: tiny x0-predicting models learn visibly in 300 steps
+    lr: Optional[float] = None             # default 2e-3: tiny x0-predicting models learn visibly in 250 steps
     precision: str = "auto"                # bf16 autocast where the CPU/GPU runs it natively, else fp32
     report: bool = True
 
     def resolved(self) -> "DemoConfig":
         q = self.quick
         out = DemoConfig(
-            quick=q, preset=self.preset or "tiny", steps=self.steps or (10 if q else 300),
+            quick=q, preset=self.preset or "tiny", steps=self.steps or (10 if q else 250),
             size=self.size or 16, frames=self.frames,
             num_samples=self.num_samples if self.num_samples is not None else (8 if q else 64),
             sampling_steps=self.sampling_steps or (4 if q else 10),

@@ -16,7 +16,7 @@ from vfbench.cli import app
 @app.command("demo")
 def demo_cmd(
     quick: bool = typer.Option(False, "--quick", help="a ~2-minute smoke run (tiny models, few steps and samples)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run (default 300; quick 10)"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run (default 250; quick 10)"),
     preset: Optional[str] = typer.Option(None, "--preset", help="model size: tiny (default), small or paper"),
     size: Optional[int] = typer.Option(None, "--size", help="frame size in pixels (default 16)"),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", help="generated clips per run (default 64; quick 8); fewer than 256 renames the metrics"),
