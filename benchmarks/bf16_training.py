@@ -52,7 +52,7 @@ def run(generators: Sequence[str] = GENERATORS, preset: str = "small", frames: i
                 opt.zero_grad(set_to_none=True)
                 out["loss"].backward()
                 opt.step()
-                return float(out["loss"])
+                return float(out["loss"].detach())
 
             losses = {"fp32": step(False), "bf16": step(True)}  # also the warm-up
             times = interleaved_times({"fp32": lambda: step(False), "bf16": lambda: step(True)},
