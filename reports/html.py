@@ -149,10 +149,9 @@ def real_clips_of(run: RunInfo, n: int = STRIP_CLIPS):
     if not isinstance(ds, dict) or not ds.get("name"):
         return None, "the run records no dataset"
     try:
-        from vfbench.data import build_dataset
+        from vfbench.runs import run_dataset
 
-        kw = {k: ds[k] for k in ("frames", "size", "data_root", "stride", "seed") if ds.get(k) is not None}
-        dataset = build_dataset(str(ds["name"]), split=str(ds.get("split") or "train"), **kw)
+        dataset = run_dataset(ds)
         clips = [np.asarray(dataset[i]["video"]) for i in range(min(n, len(dataset)))]
     except (OSError, ValueError, VfbenchError) as exc:
         return None, f"real clips unavailable: {exc}"

@@ -464,18 +464,25 @@ def test_sample_long_rejects_bad_overlap():
 
 
 # -- residual conditioning (README "VideoFusion: departures") and recipes ----------------------------------
-def test_residual_generator_sees_the_base_generators_keyframe_estimate():
-    model = make(residual_condition="keyframe_x0")
-    assert model.config.prediction == "x0"
-    assert model.residual.cfg.extra_input_channels == 3 and model.base.cfg.extra_input_channels == 0
-    seen = {}
+def spy_residual_condition(model: VideoFusion) -> dict:
+    """Record the ``cond`` of every residual-net call: ``seen["cond"]`` the last, ``seen["all"]`` all of them."""
+    seen = {"all": []}
     original = model.residual.forward
 
     def spy(x, t, cond=None, **kw):
         seen["cond"] = cond
+        seen["all"].append(cond)
         return original(x, t, cond=cond, **kw)
 
     model.residual.forward = spy
+    return seen
+
+
+def test_residual_generator_sees_the_base_generators_keyframe_estimate():
+    model = make(residual_condition="keyframe_x0")
+    assert model.config.prediction == "x0"
+    assert model.residual.cfg.extra_input_channels == 3 and model.base.cfg.extra_input_channels == 0
+    seen = spy_residual_condition(model)
     g = gen(0)
     z = torch.randn(2, FRAMES, 3, SIZE, SIZE, generator=g)
     t = torch.tensor([10, 80])
@@ -552,14 +559,7 @@ def test_exact_outputs_give_the_exact_noise_in_every_parameterisation(prediction
 def test_default_residual_condition_is_the_clean_keyframe_in_training():
     model = make()
     assert model.config.residual_condition == "keyframe"
-    seen = {}
-    original = model.residual.forward
-
-    def spy(x, t, cond=None, **kw):
-        seen["cond"] = cond
-        return original(x, t, cond=cond, **kw)
-
-    model.residual.forward = spy
+    seen = spy_residual_condition(model)
     clips = moving_squares()
     model.loss({"video": clips}, gen(0))
     expect = uint8_to_unit(clips)[:, KEY].repeat_interleave(FRAMES - 1, dim=0)
@@ -571,14 +571,7 @@ def test_keyframe_sampling_conditions_on_the_finished_keyframe(sampler):
     # first pass: the keyframe's chain alone; joint pass: every residual call sees that finished keyframe,
     # and the joint pass's keyframe ends on the same bytes
     model = perturb(make(residual_condition="keyframe"))
-    conds = []
-    original = model.residual.forward
-
-    def spy(x, t, cond=None, **kw):
-        conds.append(cond)
-        return original(x, t, cond=cond, **kw)
-
-    model.residual.forward = spy
+    conds = spy_residual_condition(model)["all"]
     base_calls = []
     base_forward = model.base.forward
     model.base.forward = lambda x, t, **kw: base_calls.append(1) or base_forward(x, t, **kw)

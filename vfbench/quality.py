@@ -36,11 +36,9 @@ def _fvd(store, *, metric_specs, run: Optional[str] = None, tag: Optional[str] =
 
 
 def _write_shard(folder: Path, clips: np.ndarray) -> Path:
-    from vfbench.atomic import atomic_write
+    from vfbench.sampling import _save_npy
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_write(folder / "shard-000000.npy") as f:
-        np.save(f, np.ascontiguousarray(clips), allow_pickle=False)
+    _save_npy(folder / "shard-000000.npy", np.ascontiguousarray(clips))
     return folder
 
 
@@ -49,9 +47,8 @@ def quality_table(store, runs: Sequence[str], *, num: int = 256, seed: int = 0, 
                   progress: bool = True, log=print) -> Dict[str, Any]:
     """Sample, score and summarise ``runs`` (module doc); returns ``{"rows": [...], "markdown": str, ...}``."""
     from vfbench.atomic import atomic_write_json, atomic_write_text
-    from vfbench.data import build_dataset
     from vfbench.pipeline import metric_specs
-    from vfbench.runs import build_generator, load_run
+    from vfbench.runs import build_generator, load_run, run_dataset
     from vfbench.sample_quality import clip_statistics
     from vfbench.sampling import load_samples, sample_run
 
@@ -84,7 +81,7 @@ def quality_table(store, runs: Sequence[str], *, num: int = 256, seed: int = 0, 
     work = tables / "quality-clips"
     real = {}
     for split in ("train", "test"):
-        d = build_dataset(name, split=split, **kw)
+        d = run_dataset(ds, split)
         real[split] = np.stack([np.asarray(d[i]["video"]) for i in range(min(num, len(d)))])
     dataset_ref = {"name": name, **kw}
     floor = _fvd(store, metric_specs=specs, folder=_write_shard(work / f"{name}-test", real["test"]), dataset=dataset_ref)

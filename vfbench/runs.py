@@ -106,6 +106,14 @@ def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, d
     return run_dir
 
 
+def run_dataset(ds: Dict[str, Any], split: Optional[str] = None):
+    """The dataset a run's config.json ``dataset`` section names (its split unless ``split`` is given)."""
+    from vfbench.data import build_dataset
+
+    kw = {k: ds[k] for k in ("frames", "size", "data_root", "stride", "seed") if ds.get(k) is not None}
+    return build_dataset(str(ds["name"]), split=split or str(ds.get("split") or "train"), **kw)
+
+
 def read_run_config(run_dir: Path) -> Dict[str, Any]:
     run_dir = Path(run_dir)
     path = run_dir / "config.json"
