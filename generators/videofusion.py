@@ -86,6 +86,10 @@ class VideoFusionConfig:
     prediction: Literal["eps", "v", "x0"] = "x0"  # what both nets predict (vfbench.prediction); the paper: eps
     min_snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
     residual_condition: Literal["keyframe", "keyframe_x0", "keyframe_latent", "none"] = "keyframe"  # RESIDUAL_CONDITIONS
+    # The residual generator as a video U-Net (temporal attention across the clip's frames, VDM-style) instead
+    # of the paper's per-frame 2D net (README "VideoFusion: departures"): a keyframe does not say which way
+    # its content moves, and frames denoised one at a time each pick their own way.
+    residual_temporal: bool = True
 
     def __post_init__(self):
         for name in ("frames", "size", "channels", "num_timesteps", "sampling_steps"):
@@ -115,8 +119,8 @@ class VideoFusionConfig:
             if net.in_channels != self.channels or net.out_channels != self.channels:
                 raise UsageError(f"videofusion.{role}.in_channels/out_channels must equal channels={self.channels}; "
                                  f"build the nets with VideoFusion.config_for")
-            if net.video:
-                raise UsageError(f"videofusion.{role}.video must be false: both generators are 2D image U-Nets")
+            if net.video and role == "base":
+                raise UsageError("videofusion.base.video must be false: the base generator is a 2D image U-Net")
             if net.num_classes != self.num_classes:
                 raise UsageError(f"videofusion.{role}.num_classes ({net.num_classes}) must equal num_classes "
                                  f"({self.num_classes}); build the nets with VideoFusion.config_for")
@@ -132,6 +136,10 @@ class VideoFusionConfig:
                 raise UsageError(f"videofusion.residual.extra_input_channels must be {want} with residual_condition="
                                  f"{self.residual_condition!r}; build the nets with VideoFusion.config_for")
             object.__setattr__(self, "residual", dataclasses.replace(self.residual, extra_input_channels=want))
+        if not isinstance(self.residual_temporal, bool):
+            raise UsageError(f"videofusion.residual_temporal must be true or false, got {self.residual_temporal!r}")
+        if self.residual.video != self.residual_temporal:  # the net follows the option, like its conditioning input
+            object.__setattr__(self, "residual", dataclasses.replace(self.residual, video=self.residual_temporal))
         if self.base.extra_input_channels:
             raise UsageError("videofusion.base.extra_input_channels must be 0: the base generator sees the keyframe only")
         if self.base.num_frame_indices != 0:
@@ -148,7 +156,8 @@ class VideoFusion(Generator):
 
     name = "videofusion"
     Config = VideoFusionConfig
-    LEGACY_DEFAULTS = {"prediction": "eps", "min_snr_gamma": 0.0, "residual_condition": "none"}
+    LEGACY_DEFAULTS = {"prediction": "eps", "min_snr_gamma": 0.0, "residual_condition": "none",
+                       "residual_temporal": False}
 
     def __init__(self, config: VideoFusionConfig):
         super().__init__(config)
@@ -220,17 +229,35 @@ class VideoFusion(Generator):
         lam_others = [self.lam[i] for i in self.others]
         z_prime = remove_base_noise(self.schedule, z_t[:, self.others], t, base_used, lam_others)
         cond = self._residual_condition(z_key, t, base_out, base_hat, stop_gradient, keyframe)
-        frame_index = torch.tensor(self.others, device=z_t.device).repeat(b)
-        labels = class_labels.repeat_interleave(m) if class_labels is not None else None
-        # frames folded into the batch: one batched residual call for all non-key frames
-        residual_out = self.residual(z_prime.flatten(0, 1), t.repeat_interleave(m), class_labels=labels,
-                                     frame_index=frame_index,
-                                     cond=cond.repeat_interleave(m, dim=0) if cond is not None else None)
-        residual_out = residual_out.view(b, m, *z_t.shape[2:])
+        if cfg.residual_temporal:
+            residual_out = self._residual_video(z_prime, z_key, t, base_used, class_labels, cond)
+        else:
+            frame_index = torch.tensor(self.others, device=z_t.device).repeat(b)
+            labels = class_labels.repeat_interleave(m) if class_labels is not None else None
+            # frames folded into the batch: one batched residual call for all non-key frames
+            residual_out = self.residual(z_prime.flatten(0, 1), t.repeat_interleave(m), class_labels=labels,
+                                         frame_index=frame_index,
+                                         cond=cond.repeat_interleave(m, dim=0) if cond is not None else None)
+            residual_out = residual_out.view(b, m, *z_t.shape[2:])
         process = residual_process(self.schedule, t, lam_others, residual_out)
         out.update(residual_out=residual_out, z_prime=z_prime, process=process,
                    residual_hat=residual_output_to_noise(z_prime, residual_out, process, cfg.prediction))
         return out
+
+    def _residual_video(self, z_prime: torch.Tensor, z_key: torch.Tensor, t: torch.Tensor, base_used: torch.Tensor,
+                        class_labels: Optional[torch.Tensor], cond: Optional[torch.Tensor]) -> torch.Tensor:
+        """``residual_temporal``: one video-U-Net call over the whole clip, so the frames' temporal attention sees
+        true frame offsets. The keyframe's slot holds its latent with the base noise removed (Eq. 12 with
+        ``lam_k = 1``, i.e. ``sqrt(abar_t)`` times the base's keyframe estimate); its output is discarded, since
+        the keyframe's noise is ``bhat`` alone (Eq. 13). Returns the non-key frames' outputs ``[B, N - 1, C, H, W]``."""
+        b, n = z_prime.shape[0], self.config.frames
+        key_prime = remove_base_noise(self.schedule, z_key.unsqueeze(1), t, base_used, [1.0])
+        frames = torch.cat([z_prime[:, :self.key], key_prime, z_prime[:, self.key:]], dim=1)  # [B, N, C, H, W]
+        frame_index = torch.arange(n, device=z_prime.device).expand(b, n)
+        video_cond = cond.unsqueeze(2).expand(-1, -1, n, -1, -1) if cond is not None else None
+        out = self.residual(frames.transpose(1, 2), t, class_labels=class_labels, frame_index=frame_index,
+                            cond=video_cond)
+        return out.transpose(1, 2)[:, self.others]
 
     def _residual_condition(self, z_key: torch.Tensor, t: torch.Tensor, base_out: Optional[torch.Tensor],
                             base_hat: torch.Tensor, stop_gradient: bool,

@@ -154,13 +154,17 @@ def test_recipe_and_its_overrides_are_saved_with_the_run(tmp_path, capsys):
     cfg = json.loads((Path(out.splitlines()[-1]) / "config.json").read_text())
     g = cfg["generator_config"]
     assert (g["prediction"], g["residual_condition"], g["residual"]["extra_input_channels"]) == ("eps", "none", 0)
+    assert (g["residual_temporal"], g["residual"]["video"]) == (False, False)
     assert cfg["extra"]["recipe"] == "paper"
     # flags win over the recipe
     code, out, err = run_cli(capsys, "train", "videofusion", *small, "--name", "q", "--recipe", "paper",
-                             "--prediction", "v", "--residual-condition", "keyframe")
+                             "--prediction", "v", "--residual-condition", "keyframe", "--residual-temporal")
     assert code == 0, err
     g = json.loads((Path(out.splitlines()[-1]) / "config.json").read_text())["generator_config"]
     assert (g["prediction"], g["residual_condition"], g["residual"]["extra_input_channels"]) == ("v", "keyframe", 3)
+    assert (g["residual_temporal"], g["residual"]["video"]) == (True, True)
+    code, _, err = run_cli(capsys, "train", "vdm", *small, "--name", "r2", "--residual-per-frame")
+    assert code == 2 and "--residual-per-frame does not apply to generator 'vdm'" in err
     code, _, err = run_cli(capsys, "train", "vdm", *small, "--name", "r", "--residual-condition", "none")
     assert code == 2 and "--residual-condition does not apply to generator 'vdm'" in err
     code, _, err = run_cli(capsys, "train", "vdm", *small, "--name", "s", "--recipe", "papr")

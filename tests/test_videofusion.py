@@ -444,18 +444,20 @@ def _window(model, known):
         return videofusion_sampling.denoise_window(model, plan, base, residual, None, None, None, known)
 
 
-def test_replacement_conditions_the_window_through_the_keyframe():
-    model = perturb(make(), scale=0.03)
+@pytest.mark.parametrize("temporal", [False, True])
+def test_replacement_conditions_the_window_through_the_keyframe(temporal):
+    model = perturb(make(residual_temporal=temporal), scale=0.03)
     g = gen(24)
     known_a = torch.rand(2, KEY + 1, 3, SIZE, SIZE, generator=g) * 2 - 1  # known frames 0..k: the keyframe too
     known_b = -known_a
     a, b = _window(model, known_a), _window(model, known_b)
     assert torch.equal(a[:, :KEY + 1], known_a) and torch.equal(b[:, :KEY + 1], known_b)  # kept exactly
     assert not torch.allclose(a[:, KEY + 1:], b[:, KEY + 1:], atol=1e-3)  # new frames follow the known ones
-    # Without the keyframe among the known frames nothing reaches the new ones: frames interact only via
-    # bhat = z^b(z^k) (Eq. 12-13). This is why sample_long's default overlap is N // 2 + 1.
+    # Without the keyframe among the known frames, the paper's per-frame residual net lets nothing reach the new
+    # ones: frames interact only via bhat = z^b(z^k) (Eq. 12-13), which is why sample_long's default overlap is
+    # N // 2 + 1. The temporal residual net (residual_temporal) attends across frames, so the known ones reach it.
     a, b = _window(model, known_a[:, :KEY]), _window(model, known_b[:, :KEY])
-    assert torch.allclose(a[:, KEY:], b[:, KEY:], atol=1e-5)
+    assert torch.allclose(a[:, KEY:], b[:, KEY:], atol=1e-5) != temporal
 
 
 def test_sample_long_rejects_bad_overlap():
@@ -470,16 +472,27 @@ def spy_residual_condition(model: VideoFusion) -> dict:
     original = model.residual.forward
 
     def spy(x, t, cond=None, **kw):
-        seen["cond"] = cond
-        seen["all"].append(cond)
+        # one condition per clip, whichever way the residual net takes it: [B*(N-1), C, H, W] from the per-frame
+        # net, [B, C, N, H, W] (the same image at every frame) from the temporal one
+        if cond is None:
+            per_clip = None
+        elif cond.ndim == 5:
+            assert torch.equal(cond, cond[:, :, :1].expand_as(cond))
+            per_clip = cond[:, :, 0]
+        else:
+            per_clip = cond[:: FRAMES - 1]
+            assert torch.equal(cond, per_clip.repeat_interleave(FRAMES - 1, dim=0))
+        seen["cond"] = per_clip
+        seen["all"].append(per_clip)
         return original(x, t, cond=cond, **kw)
 
     model.residual.forward = spy
     return seen
 
 
-def test_residual_generator_sees_the_base_generators_keyframe_estimate():
-    model = make(residual_condition="keyframe_x0")
+@pytest.mark.parametrize("temporal", [False, True])
+def test_residual_generator_sees_the_base_generators_keyframe_estimate(temporal):
+    model = make(residual_condition="keyframe_x0", residual_temporal=temporal)
     assert model.config.prediction == "x0"
     assert model.residual.cfg.extra_input_channels == 3 and model.base.cfg.extra_input_channels == 0
     seen = spy_residual_condition(model)
@@ -489,8 +502,7 @@ def test_residual_generator_sees_the_base_generators_keyframe_estimate():
     with torch.no_grad():
         parts = model.predict_base_and_residual(z, t)
     # the condition is the base's clean keyframe estimate (x0-prediction: its output), clipped, one per frame
-    expect = parts["base_out"].clamp(-1, 1).repeat_interleave(FRAMES - 1, dim=0)
-    assert torch.equal(seen["cond"], expect)
+    assert torch.equal(seen["cond"], parts["base_out"].clamp(-1, 1))
 
 
 def test_residual_condition_none_is_the_papers_network_and_follows_the_option():
@@ -510,18 +522,20 @@ def test_residual_condition_none_is_the_papers_network_and_follows_the_option():
 def test_saved_configs_without_the_new_fields_load_as_they_were_trained():
     # runs trained before prediction/residual_condition existed were eps-predicting and unconditioned
     data = make().config_dict()
-    for k in ("prediction", "min_snr_gamma", "residual_condition"):
+    for k in ("prediction", "min_snr_gamma", "residual_condition", "residual_temporal"):
         data.pop(k)
     data["residual"]["extra_input_channels"] = 0
+    data["residual"]["video"] = False
     old = VideoFusion.from_config_dict(data)
     assert old.config.prediction == "eps" and old.config.residual_condition == "none"
+    assert not old.config.residual_temporal and not old.residual.cfg.video
 
 
 def test_paper_recipe_is_eps_prediction_without_residual_conditioning():
     from vfbench.recipes import recipe_overrides
 
     assert recipe_overrides("videofusion", "paper") == {"prediction": "eps", "residual_condition": "none",
-                                                        "min_snr_gamma": 0.0}
+                                                        "residual_temporal": False, "min_snr_gamma": 0.0}
     assert recipe_overrides("vdm", "default") == {}
     with pytest.raises(UsageError, match="did you mean 'paper'"):
         recipe_overrides("vdm", "papr")
@@ -530,10 +544,11 @@ def test_paper_recipe_is_eps_prediction_without_residual_conditioning():
     assert torch.isfinite(out["loss"])
 
 
+@pytest.mark.parametrize("temporal", [False, True])
 @pytest.mark.parametrize("prediction", ("eps", "v", "x0"))
-def test_exact_outputs_give_the_exact_noise_in_every_parameterisation(prediction):
+def test_exact_outputs_give_the_exact_noise_in_every_parameterisation(prediction, temporal):
     # Eq. 12-13 in each parameterisation: nets that output their exact targets give back the exact frame noise
-    model = make(prediction=prediction, residual_condition="none", lam=0.6)
+    model = make(prediction=prediction, residual_condition="none", lam=0.6, residual_temporal=temporal)
     x0 = uint8_to_unit(moving_squares()).double()
     g = gen(4)
     t, base, residual = model.training_noise({}, x0.shape, g)
@@ -548,7 +563,11 @@ def test_exact_outputs_give_the_exact_noise_in_every_parameterisation(prediction
     proc = residual_process(model.schedule, t, [model.lam[i] for i in others], x0)
     res_target = residual_target(x0[:, others], residual.double()[:, others], proc, prediction)
     model.base.forward = lambda x, tt, **kw: key_target
-    model.residual.forward = lambda x, tt, **kw: res_target.flatten(0, 1)
+    if temporal:  # the video net's output [B, C, N, H, W]; its keyframe slot is discarded
+        video_out = torch.cat([res_target[:, :KEY], torch.full_like(res_target[:, :1], 7.0), res_target[:, KEY:]], 1)
+        model.residual.forward = lambda x, tt, **kw: video_out.transpose(1, 2)
+    else:
+        model.residual.forward = lambda x, tt, **kw: res_target.flatten(0, 1)
     parts = model.predict_base_and_residual(z, t, stop_gradient=True)
     from vfbench.generators.videofusion_noise import compose_noise
 
@@ -562,8 +581,7 @@ def test_default_residual_condition_is_the_clean_keyframe_in_training():
     seen = spy_residual_condition(model)
     clips = moving_squares()
     model.loss({"video": clips}, gen(0))
-    expect = uint8_to_unit(clips)[:, KEY].repeat_interleave(FRAMES - 1, dim=0)
-    assert torch.equal(seen["cond"], expect)  # the real central frame, as the paper's CLIP embedding of it
+    assert torch.equal(seen["cond"], uint8_to_unit(clips)[:, KEY])  # the real central frame, as the paper's CLIP embedding of it
 
 
 @pytest.mark.parametrize("sampler", ("ddim", "ddpm"))
@@ -578,7 +596,7 @@ def test_keyframe_sampling_conditions_on_the_finished_keyframe(sampler):
     clips = model.sample(2, gen(5), sampler=sampler, steps=4)
     assert len(base_calls) == 4  # the base net runs once per step, as in the one-pass sampler
     assert len(conds) == 4 and all(torch.equal(c, conds[0]) for c in conds)
-    keyframe = unit_to_uint8(conds[0][:: FRAMES - 1])
+    keyframe = unit_to_uint8(conds[0])
     assert torch.equal(clips[:, KEY], keyframe)
     again = model.sample(2, gen(5), sampler=sampler, steps=4)
     assert torch.equal(clips, again)

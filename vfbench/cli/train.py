@@ -72,6 +72,7 @@ def _resolve(generator: str, config: Optional[Path], preset: Optional[str], data
     cls = GENERATORS.get(generator)
     fields = set(getattr(cls.Config, "__dataclass_fields__", {}))
     for key, flag in (("lam", "--lam"), ("mode", "--mode"), ("residual_condition", "--residual-condition"),
+                      ("residual_temporal", "--residual-temporal" if gen_over.get("residual_temporal") else "--residual-per-frame"),
                       ("prediction", "--prediction")):
         if gen_over.get(key) is not None and key not in fields:
             raise UsageError(f"{flag} does not apply to generator {generator!r} (it has no {key!r} setting); drop {flag}")
@@ -153,9 +154,10 @@ def train_cmd(
     mode: Optional[str] = typer.Option(None, "--mode", help="VideoFusion: stopgrad, no-stopgrad or fixed."),
     pretrain_base_steps: Optional[int] = typer.Option(None, "--pretrain-base-steps", help="VideoFusion: first pretrain the base generator alone for N steps."),
     base_init: Optional[str] = typer.Option(None, "--base-init", help="VideoFusion: start from a pretrained base (file, folder or name)."),
-    recipe: str = typer.Option("default", "--recipe", help="default (learns best: x0-prediction, VideoFusion's residual sees the base's keyframe estimate) or paper (eps-prediction, no residual conditioning)."),
+    recipe: str = typer.Option("default", "--recipe", help="default (learns best: x0-prediction; VideoFusion's residual generator sees the keyframe and attends across frames) or paper (eps-prediction, per-frame residual generator without conditioning)."),
     prediction: Optional[str] = typer.Option(None, "--prediction", help="What the nets predict: x0, v or eps (overrides the recipe)."),
     residual_condition: Optional[str] = typer.Option(None, "--residual-condition", help="VideoFusion: keyframe_x0, keyframe_latent or none (overrides the recipe)."),
+    residual_temporal: Optional[bool] = typer.Option(None, "--residual-temporal/--residual-per-frame", help="VideoFusion: residual generator with temporal attention across frames (default recipe) or the paper's per-frame 2D net.", show_default=False),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Train a generator on a dataset; checkpoints, log.csv and summary.json go to the run folder.
@@ -184,7 +186,8 @@ def train_cmd(
         _train_overrides(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay,
                          grad_clip=grad_clip, precision=precision, ckpt_every=ckpt_every, log_every=log_every,
                          num_workers=num_workers, seed=seed, device=device),
-        _train_overrides(lam=lam, mode=mode, prediction=prediction, residual_condition=residual_condition), class_cond,
+        _train_overrides(lam=lam, mode=mode, prediction=prediction, residual_condition=residual_condition,
+                         residual_temporal=residual_temporal), class_cond,
         recipe)
     store = ResultsStore.open(results)
     run_name = name or f"{generator}-{setup.dataset_kwargs['name']}"
