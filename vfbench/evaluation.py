@@ -563,9 +563,9 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
     if run is not None:
         run_dir = store.resolve_run(str(run))
         run_name = run_dir.name
-        from vfbench.atomic import read_json
+        from vfbench.runs import read_run_config
 
-        run_cfg = read_json(run_dir / "config.json")
+        run_cfg = read_run_config(run_dir)
         if samples_source is None:
             samples_source = pick_samples_dir(run_dir, tag)
         if dataset is None:
@@ -804,13 +804,12 @@ def _score(spec, real_stat, fake: np.ndarray):
 
 
 def _manifest_generator(path: Path) -> Optional[str]:
+    from vfbench.readback import json_object_or_none
+
     m = path / "manifest.json"
-    if m.is_file():
-        try:
-            return json.loads(m.read_text()).get("generator")
-        except (OSError, ValueError):
-            return None
-    return None
+    info = json_object_or_none(m, "samples manifest", warn=False) if m.is_file() else None
+    gen = (info or {}).get("generator")
+    return gen if isinstance(gen, str) else None
 
 
 def pick_samples_dir(run_dir: Path, tag: Optional[str] = None) -> Path:
@@ -849,13 +848,11 @@ def pick_samples_dir(run_dir: Path, tag: Optional[str] = None) -> Path:
 
 def _long_video_length(samples_dir: Path) -> Optional[int]:
     """The ``length`` of a ``vfbench sample --length`` set (from its manifest), else None."""
+    from vfbench.readback import json_object_or_none
+
     mpath = Path(samples_dir) / "manifest.json"
-    if not mpath.is_file():
-        return None
-    try:
-        length = json.loads(mpath.read_text()).get("length")
-    except (OSError, ValueError, AttributeError):
-        return None
+    info = json_object_or_none(mpath, "samples manifest", warn=False) if mpath.is_file() else None
+    length = (info or {}).get("length")
     return length if isinstance(length, int) and not isinstance(length, bool) else None
 
 
@@ -876,9 +873,9 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
     Under torchrun every rank evaluates the runs rank 0 found to do (each sharded, see ``evaluate``);
     only rank 0 logs, and the others return ``([], skipped)``.
     """
-    from vfbench.atomic import read_json
     from vfbench.distributed import broadcast_object, dist_info
     from vfbench.metrics.protocols import get_spec
+    from vfbench.readback import json_object_or_none
 
     store = store if isinstance(store, ResultsStore) else ResultsStore.open(store)
     if metrics is None and protocol is None:
@@ -898,9 +895,12 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
     for run_dir in store.iter_runs():
         if not run_has_samples(run_dir):
             continue
-        cfg = read_json(run_dir / "config.json")
+        cfg = json_object_or_none(run_dir / "config.json", "run config",
+                                  "restore it, or delete the run folder to leave it out")
+        if cfg is None:  # warned, naming the file: one broken run must not stop the others
+            continue
         ds = (cfg.get("dataset") or {}).get("name") if isinstance(cfg.get("dataset"), dict) else cfg.get("dataset")
-        if not ds:
+        if not isinstance(ds, str) or not ds:
             log(f"{run_dir.name}: config.json names no dataset, skipping")
             continue
         names = metrics or protocol_metrics(protocol, ds)

@@ -17,11 +17,12 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from vfbench.atomic import atomic_write_json, read_json
+from vfbench.atomic import atomic_write_json
 from vfbench.checkpoint import checkpoint_name, derive_seed, find_latest, load_checkpoint
 from vfbench.config import to_dict
 from vfbench.errors import UsageError, VfbenchError, WeightsError
 from vfbench.provenance import provenance
+from vfbench.readback import read_json_object
 from vfbench.results import ResultsStore
 
 # Train settings a resumed run may change (they do not alter the data order or the noise).
@@ -82,7 +83,7 @@ def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, d
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
     elif cfg_path.is_file():
-        old = read_json(cfg_path)
+        old = read_json_object(cfg_path, "run config", "restore it, or pass --force to delete the run and start over")
         old_core = {k: old.get(k) for k in new}
         changed = _diff(old_core, new)
         if not resume:
@@ -119,10 +120,11 @@ def read_run_config(run_dir: Path) -> Dict[str, Any]:
     path = run_dir / "config.json"
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a vfbench run (no config.json); pass a folder under runs/ of the results directory")
-    cfg = read_json(path)
-    for key in ("generator", "generator_config"):
-        if key not in cfg:
-            raise VfbenchError(f"{path} lacks {key!r}; the run's config was edited or truncated: restore it")
+    cfg = read_json_object(path, "run config", "restore it or train the run again")
+    for key, kind in (("generator", str), ("generator_config", dict)):
+        if not isinstance(cfg.get(key), kind):
+            raise VfbenchError(f"{path} lacks {key!r} or holds the wrong type there; the run's config was edited"
+                               " or truncated: restore it")
     return cfg
 
 

@@ -244,8 +244,12 @@ class CsvLog:
             self._truncate(resume_step)
 
     def _truncate(self, step: int) -> None:
-        with open(self.path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+        from vfbench.readback import move_aside, read_csv_rows
+
+        rows = read_csv_rows(self.path)
+        if rows is None:  # not CSV text: kept aside, and the log restarts at the resumed step
+            move_aside(self.path, "is not UTF-8 CSV text")
+            return
         if not rows:
             return
         header, kept = rows[0], []

@@ -20,15 +20,19 @@ Source: the interface follows DESIGN.md "Datasets" and issue 2, item 6.
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from vfbench.atomic import atomic_write, atomic_write_json, read_json
-from vfbench.errors import DataError, UsageError, VfbenchError
+from vfbench.atomic import atomic_write, atomic_write_json
+from vfbench.data.video_io import DataWarning, user_stacklevel
+from vfbench.errors import DataError, UsageError
+from vfbench.readback import json_object_or_none
 
 PREPARED_DIR = "vfbench-prepared"
 INDEX_VERSION = 1
@@ -57,13 +61,19 @@ def load_index_counts(prepared_dir: Path, name: str, splits: List[str]) -> Dict[
     for split in splits:
         path = index_path(prepared_dir, name, split)
         if path.is_file():
-            try:
-                data = read_json(path)
-            except VfbenchError:
+            fix = f"rerun `vfbench data prepare {name}` to rebuild it"
+            data = json_object_or_none(path, "dataset index", fix)
+            if data is None or data.get("version") != INDEX_VERSION or data.get("dataset") != name:
                 return {}
-            if data.get("version") != INDEX_VERSION or data.get("dataset") != name:
+            entries = data.get("entries")
+            good = isinstance(entries, list) and all(
+                isinstance(e, dict) and isinstance(e.get("path"), str)
+                and (isinstance(e.get("frames"), int) or isinstance(e.get("error"), str)) for e in entries)
+            if not good:  # counts from a damaged index would be trusted over the files themselves
+                warnings.warn(f"skipping dataset index {path}: its entries are not [{{path, frames | error}}]; {fix}",
+                              DataWarning, stacklevel=user_stacklevel())
                 return {}
-            return {e["path"]: e for e in data.get("entries", [])}
+            return {e["path"]: e for e in entries}
     return {}
 
 
@@ -101,22 +111,21 @@ class FrameCache:
 
 def open_cache(prepared_dir: Path, name: str, splits: List[str], size: int) -> Optional[FrameCache]:
     """The first complete cache of ``splits`` at ``size`` (a missing or torn one is ignored)."""
-    import warnings
-
-    from vfbench.data.video_io import DataWarning, user_stacklevel
-
     for split in splits:
         frames_file, marker = cache_paths(prepared_dir, name, split, size)
         if not marker.is_file():
             continue
-        try:
-            meta = read_json(marker)
-        except VfbenchError:
+        meta = json_object_or_none(marker, "frame cache marker", f"rerun `vfbench data prepare {name} --cache`")
+        if meta is None:
             continue
-        shape = tuple(int(s) for s in meta.get("shape", ()))
-        expected = int(np.prod(shape)) if len(shape) == 4 else -1
+        raw = meta.get("shape")
+        shape = tuple(raw) if isinstance(raw, list) and all(type(v) is int and v >= 0 for v in raw) else ()
+        expected = math.prod(shape) if len(shape) == 4 else -1  # Python ints: a crafted shape cannot overflow
+        offsets_ok = isinstance(meta.get("offsets"), dict) and all(
+            isinstance(v, list) and len(v) == 4 and all(type(x) is int for x in v) and 0 <= v[0]
+            and 0 < v[1] and len(shape) == 4 and v[0] + v[1] <= shape[0] for v in meta["offsets"].values())
         ok = (meta.get("version") == CACHE_VERSION and len(shape) == 4 and shape[1:] == (3, size, size)
-              and frames_file.is_file() and frames_file.stat().st_size == expected == meta.get("bytes"))
+              and offsets_ok and frames_file.is_file() and frames_file.stat().st_size == expected == meta.get("bytes"))
         if not ok:
             warnings.warn(f"frame cache {marker} does not match {frames_file}; ignoring it"
                           f" (rerun `vfbench data prepare {name} --cache` to rebuild it)", DataWarning,
