@@ -869,7 +869,8 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
     """Evaluate every run with samples that has no record yet for its protocol's metrics.
 
     A run counts as done for a metric when a record with the same run, metric, protocol label and
-    sample set exists. Returns ``(records written, names of runs skipped as already evaluated)``.
+    sample set exists. Each record is computed under its claim (``vfbench.record_claims``), after the
+    store is read again, so concurrent ``evaluate --all`` write every record once. Returns ``(records written, names of runs skipped as already evaluated)``.
     Under torchrun every rank evaluates the runs rank 0 found to do (each sharded, see ``evaluate``);
     only rank 0 logs, and the others return ``([], skipped)``.
     """
@@ -885,12 +886,10 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
         world, _ = _join_job(kwargs.get("device", "cpu"))
         if not world.is_main:
             log = lambda s: None  # noqa: E731
-    done: Dict[Tuple[str, str, str], set] = {}
-    if not world.enabled or world.is_main:
-        for rec in store.iter_records():
-            done.setdefault((rec.get("run"), rec.get("metric"), rec.get("protocol")), set()).add(
-                Path(str(rec.get("samples_dir") or "")).name)
-    done = broadcast_object(done, world)
+    from vfbench.record_claims import Claims, done_keys
+
+    main = not world.enabled or world.is_main
+    done = broadcast_object(done_keys(store.iter_records()) if main else {}, world)
     records, skipped = [], []
     for run_dir in store.iter_runs():
         if not run_has_samples(run_dir):
@@ -906,19 +905,43 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
         names = metrics or protocol_metrics(protocol, ds)
         names = [names] if isinstance(names, str) else list(names)
         sdir = pick_samples_dir(run_dir, kwargs.get("tag"))
-        todo = []
+        keys = []  # by position in names: a metric may be given as a spec object
         for m in names:
             spec = get_spec(m)
             if kwargs.get("i3d_preset") and spec.extractor == "i3d":
                 spec = spec.with_preset(kwargs["i3d_preset"])
-            if sdir.name not in done.get((run_dir.name, spec.name, _protocol_label(spec, protocol)), set()):
-                todo.append(m)
+            keys.append((run_dir.name, spec.name, _protocol_label(spec, protocol), sdir.name))
+        todo = [i for i, k in enumerate(keys) if k not in done]
+
+        def label(idx):
+            return ", ".join(str(getattr(names[i], "name", names[i])) for i in idx)
+
         if not todo:
             skipped.append(run_dir.name)
-            log(f"{run_dir.name}: already evaluated ({', '.join(getattr(m, 'name', m) for m in names)}), skipping")
+            log(f"{run_dir.name}: already evaluated ({label(range(len(names)))}), skipping")
             continue
-        log(f"{run_dir.name}: evaluating {', '.join(getattr(m, 'name', m) for m in todo)}")
-        records += evaluate(metrics=todo, store=store, protocol=protocol, run=run_dir.name, **kwargs)
+        wrote = False
+        while todo:  # each pass claims what no other process holds (or waits for one key), then computes it
+            claims = Claims(store.records_dir) if main else None
+            try:
+                got = claims.take([(i, keys[i]) for i in todo]) if main else []
+                now_done = done_keys(store.iter_records(warn=False)) if main else {}  # re-read under the claims
+                mine = [i for i in got if keys[i] not in now_done]
+                gone = [i for i in todo if keys[i] in now_done]
+                mine, gone = broadcast_object((mine, gone), world)
+                if gone:
+                    log(f"{run_dir.name}: {label(gone)} evaluated by another process meanwhile, skipping")
+                if mine:
+                    log(f"{run_dir.name}: evaluating {label(mine)}")
+                    records += evaluate(metrics=[names[i] for i in mine], store=store, protocol=protocol,
+                                        run=run_dir.name, **kwargs)
+                    wrote = True
+            finally:
+                if claims is not None:
+                    claims.release()
+            todo = [i for i in todo if i not in mine and i not in gone]
+        if not wrote:
+            skipped.append(run_dir.name)
     return records, skipped
 
 
