@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
+from vfbench.arrays import npy_header
 from vfbench.atomic import atomic_write, atomic_write_json
 from vfbench.checkpoint import derive_seed
 from vfbench.clips import check_clips
@@ -257,6 +258,7 @@ def iter_sample_shards(samples_dir: Path | str, allow_incomplete: bool = False) 
     shape, total = None, 0
     for p in paths:
         try:
+            npy_header(p)  # dtype and size from the header, checked against the file before numpy allocates
             arr = np.load(p, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"sample shard {p} is unreadable ({exc}); delete it and rerun vfbench sample") from None
