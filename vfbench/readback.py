@@ -60,7 +60,7 @@ def json_object_or_none(path, what: str = "file", fix: str = "restore it or dele
         return None
 
 
-def move_aside(path, why: str = "could not be read") -> Path:
+def move_aside(path, why: str = "could not be read", warn: bool = True) -> Path:
     """Move ``path`` into ``unreadable/`` beside it (never over an earlier file there); returns the new path.
 
     The caller rebuilds the file (a checkpoint redone from an earlier one, an artefact from its
@@ -75,8 +75,9 @@ def move_aside(path, why: str = "could not be read") -> Path:
         dest = dest_dir / f"{path.name}.{k}"
         k += 1
     os.replace(path, dest)
-    warnings.warn(f"{path} {why} and was moved to {dest}; vfbench rebuilds it. Delete the moved file once you"
-                  " no longer need it", stacklevel=2)
+    if warn:
+        warnings.warn(f"{path} {why} and was moved to {dest}; vfbench rebuilds it. Delete the moved file once you"
+                      " no longer need it", stacklevel=2)
     return dest
 
 

@@ -360,7 +360,9 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
 
     start, elapsed0, resumed_from, last_ckpt = 0, 0.0, None, None
     if resume:
-        found = find_latest(ckpt_dir, map_location=device)
+        from vfbench.torch_files import checkpoint_limit
+
+        found = find_latest(ckpt_dir, map_location=device, max_bytes=checkpoint_limit(model))
         if found is not None:
             last_ckpt, state = found
             if state["generator"] != name:
@@ -522,7 +524,7 @@ def pretrain_base(out_dir: Path | str, generator: nn.Module, dataset, cfg: Train
     import dataclasses
 
     from vfbench.atomic import atomic_torch_save
-    from vfbench.runs import BASE_FILE, BASE_FORMAT
+    from vfbench.runs import BASE_FILE, BASE_FORMAT, read_base_artefact
 
     for attr in ("base", "pretrain_loss", "load_base_state"):
         if not hasattr(generator, attr):
@@ -530,11 +532,10 @@ def pretrain_base(out_dir: Path | str, generator: nn.Module, dataset, cfg: Train
                              " separate base generator to pretrain; --pretrain-base-steps is for videofusion")
     out_dir = Path(out_dir)
     artefact = Path(artefact) if artefact is not None else out_dir / BASE_FILE
-    if resume and artefact.is_file():
-        obj = torch.load(artefact, map_location="cpu", weights_only=True)
-        if obj.get("format") == BASE_FORMAT and int(obj.get("step", -1)) >= cfg.steps:
-            generator.load_base_state(obj["state_dict"])
-            return artefact
+    obj = read_base_artefact(artefact, generator.base) if resume else None  # an unreadable one is moved aside
+    if obj is not None and obj["step"] >= cfg.steps:
+        generator.load_base_state(obj["state_dict"])
+        return artefact
     work = generator
     if getattr(generator.config, "mode", None) == "fixed":
         with torch.random.fork_rng(devices=[]):
