@@ -1,12 +1,17 @@
-"""``vfbench data prepare``: a frame-count index and an optional pre-decoded uint8 frame cache.
+"""``vfbench data prepare``: check every source as training decodes it, index it, optionally cache its frames.
 
-Both live in ``<dataset root>/vfbench-prepared/`` (or ``--out DIR``, then pass ``prepared=DIR`` to
-the dataset) and the folder datasets use them automatically when present:
+Both files live in the cache directory, ``<cache>/prepared/<name>-<hash of the dataset root>/``
+(``VFBENCH_CACHE``, else the user cache dir; never inside the user's data folder), or in ``--out DIR``
+(then pass ``prepared=DIR`` to the dataset). The folder datasets find the default location by
+themselves (and still read an older ``<root>/vfbench-prepared/`` when there is one):
 
 * ``<name>-<split>.index.json``: every discovered source (path relative to the root, frame count
-  or the reason it cannot be read, its size and mtime), the class names, and the files a clip of
-  the given frames/stride would skip, with reasons. A dataset reuses an entry only while the
-  file's size and mtime are unchanged, so an edited folder is never served stale counts.
+  or the reason it cannot be used, its size and mtime), the class names, and the sources a clip of
+  the given frames/stride skips, with reasons. Each source is counted once: usable, too short or
+  unreadable. ``prepare`` decodes every frame of every source, exactly as training reads it (frame
+  folders: each image decoded, all of one size; videos: every frame), so a source that training
+  would fail on is marked unreadable here, not found mid-training. A dataset reuses an entry only
+  while the file's size and mtime are unchanged, so an edited folder is never served stale counts.
 * ``<name>-<split>-<size>px.frames.u8`` + ``<name>-<split>-<size>px.complete.json``: every frame
   of every readable source at the protocol size (center crop + anti-aliased resize, exactly as
   ``video_io.load_clip`` computes it), as one raw uint8 array ``[total_frames, 3, size, size]``
@@ -15,7 +20,8 @@ the dataset) and the folder datasets use them automatically when present:
   only after the frame file is complete, so an interrupted prepare is never mistaken for a
   finished one. Reading a clip from the cache is a memory-mapped slice instead of a decode.
 
-Source: the interface follows DESIGN.md "Datasets" and issue 2, item 6.
+Source: the interface follows DESIGN.md "Datasets" and issue 2, item 6; the location and the full
+decode follow issue 16.
 """
 
 from __future__ import annotations
@@ -44,6 +50,24 @@ def file_signature(path: Path) -> Tuple[int, int]:
     """(size, mtime_ns) of a file or frame folder: what makes an index or cache entry stale."""
     st = path.stat()
     return (int(st.st_size) if path.is_file() else -1, int(st.st_mtime_ns))
+
+
+def default_prepared_dir(name: str, root: Path) -> Path:
+    """Where ``vfbench data prepare NAME --source ROOT`` writes by default: under the cache directory, in a
+    folder keyed by the dataset root's absolute path (two copies of a dataset never share an index)."""
+    import hashlib
+
+    from vfbench.results import default_cache_dir
+
+    key = hashlib.sha256(str(Path(root).expanduser().resolve()).encode("utf-8")).hexdigest()[:16]
+    return default_cache_dir() / "prepared" / f"{name}-{key}"
+
+
+def find_prepared_dir(name: str, root: Path) -> Path:
+    """The prepared folder a dataset reads: the default one, else an older ``<root>/vfbench-prepared``."""
+    default = default_prepared_dir(name, root)
+    legacy = Path(root) / PREPARED_DIR
+    return legacy if not default.is_dir() and legacy.is_dir() else default
 
 
 def index_path(prepared_dir: Path, name: str, split: str) -> Path:
@@ -137,10 +161,19 @@ def open_cache(prepared_dir: Path, name: str, splits: List[str], size: int) -> O
 
 
 # -- building (the `vfbench data prepare` command) ----------------------------------------------
+def _decode_all(path: Path, n: int, read_frames, each_chunk) -> None:
+    """Decode every frame of a source in chunks, as training decodes it; ``each_chunk(frames)`` sees them."""
+    for first in range(0, n, _DECODE_CHUNK):
+        each_chunk(read_frames(path, range(first, min(first + _DECODE_CHUNK, n))))
+
+
 def prepare(name: str, source, split: str = "all", frames: int = 16, stride: Optional[int] = None,
             cache: bool = False, size: int = 64, out=None,
             progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Index (and with ``cache=True`` pre-decode) dataset ``name`` under ``source``; returns a summary."""
+    """Check (decode), index and with ``cache=True`` pre-decode dataset ``name`` under ``source``; returns
+    a summary in which every source is counted once: ``usable + too_short + unreadable == sources``."""
+    import contextlib
+
     from vfbench.data.clip_sampling import ClipSampling
     from vfbench.data.folders import VideoFolderDataset
     from vfbench.data.video_io import count_frames, read_frames, center_crop_resize
@@ -156,72 +189,63 @@ def prepare(name: str, source, split: str = "all", frames: int = 16, stride: Opt
         raise UsageError(f"{name} has splits {', '.join(cls.splits)}; got --split {split!r}")
     sampling = ClipSampling(int(frames), int(stride or cls.default_stride), "first", 0)
     items, classes = cls.discover(root, split)
-    out_dir = Path(out) if out is not None else root / PREPARED_DIR
+    out_dir = Path(out) if out is not None else default_prepared_dir(name, root)
+    frames_file, marker = cache_paths(out_dir, name, split, int(size))
+    if cache and marker.exists():
+        marker.unlink()  # from here until the new marker exists, the old cache is invalid
 
-    entries, skipped = [], []
+    entries, skipped, offsets = [], [], {}
+    cursor, frame_bytes = 0, 3 * int(size) * int(size)
     t0 = time.monotonic()
-    for k, item in enumerate(items):
-        path = root / item.path
-        entry = {"path": item.path, "label": item.label, "content": item.content, "motion": item.motion,
-                 "frames": None, "error": None}
-        try:
-            entry["size"], entry["mtime_ns"] = file_signature(path)
-            entry["frames"] = count_frames(path)
-        except (DataError, OSError) as exc:
-            entry["error"] = str(exc)
-            skipped.append({"path": item.path, "reason": f"unreadable: {exc}"})
-        else:
-            if not sampling.fits(entry["frames"]):
-                skipped.append({"path": item.path, "reason": f"too short: {entry['frames']} frames, a clip of"
-                                f" {sampling.frames} at stride {sampling.stride} needs {sampling.span}"})
-        entries.append(entry)
-        if (k + 1) % 100 == 0:
-            say(f"indexed {k + 1}/{len(items)} sources")
+    with (atomic_write(frames_file, "wb") if cache else contextlib.nullcontext()) as fh:
+        for k, item in enumerate(items):
+            path = root / item.path
+            entry = {"path": item.path, "label": item.label, "content": item.content, "motion": item.motion,
+                     "frames": None, "error": None}
+            try:
+                entry["size"], entry["mtime_ns"] = file_signature(path)
+                n = count_frames(path)
+                write = (lambda x: fh.write(center_crop_resize(x, int(size)).numpy().tobytes())) if cache else \
+                    (lambda x: None)
+                _decode_all(path, n, read_frames, write)
+            except (DataError, OSError) as exc:
+                if cache:
+                    fh.seek(cursor * frame_bytes)  # drop this source's partial frames
+                    fh.truncate()
+                entry["error"] = str(exc)
+                skipped.append({"path": item.path, "reason": f"unreadable: {exc}"})
+            else:
+                entry["frames"] = n
+                if cache:
+                    offsets[item.path] = [cursor, n, entry["size"], entry["mtime_ns"]]
+                    cursor += n
+                if not sampling.fits(n):
+                    skipped.append({"path": item.path, "reason": f"too short: {n} frames, a clip of"
+                                    f" {sampling.frames} at stride {sampling.stride} needs {sampling.span}"})
+            entries.append(entry)
+            if (k + 1) % 20 == 0:
+                say(f"checked {k + 1}/{len(items)} sources")
     index = {"version": INDEX_VERSION, "dataset": name, "split": split, "root": str(root),
              "classes": classes, "clip": sampling.describe(), "entries": entries, "skipped": skipped,
              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     idx_file = index_path(out_dir, name, split)
     atomic_write_json(idx_file, index)
     readable = [e for e in entries if e["frames"] is not None]
-    summary = {"dataset": name, "split": split, "root": str(root), "index": str(idx_file),
-               "sources": len(entries), "readable": len(readable), "skipped": len(skipped),
+    unreadable = len(entries) - len(readable)
+    too_short = len(skipped) - unreadable
+    summary = {"dataset": name, "split": split, "root": str(root), "index": str(idx_file), "out": str(out_dir),
+               "sources": len(entries), "usable": len(readable) - too_short, "too_short": too_short,
+               "unreadable": unreadable, "skipped": len(skipped),
                "total_frames": int(sum(e["frames"] for e in readable)), "index_seconds": time.monotonic() - t0}
-    say(f"indexed {len(entries)} sources ({len(readable)} readable, {len(skipped)} skipped) -> {idx_file}")
+    say(f"checked {len(entries)} sources ({summary['usable']} usable, {too_short} too short, {unreadable}"
+        f" unreadable) -> {idx_file}")
     if not cache:
         return summary
-
-    frames_file, marker = cache_paths(out_dir, name, split, int(size))
-    if marker.exists():
-        marker.unlink()  # from here until the new marker exists, the old cache is invalid
-    offsets: Dict[str, list] = {}
-    cursor = 0
-    t1 = time.monotonic()
-    frame_bytes = 3 * int(size) * int(size)
-    with atomic_write(frames_file, "wb") as fh:
-        for k, entry in enumerate(readable):
-            path = root / entry["path"]
-            try:
-                for first in range(0, entry["frames"], _DECODE_CHUNK):
-                    ids = range(first, min(first + _DECODE_CHUNK, entry["frames"]))
-                    fh.write(center_crop_resize(read_frames(path, ids), int(size)).numpy().tobytes())
-            except DataError as exc:
-                fh.seek(cursor * frame_bytes)  # drop this source's partial frames
-                fh.truncate()
-                skipped.append({"path": entry["path"], "reason": f"not cached: {exc}"})
-                continue
-            offsets[entry["path"]] = [cursor, entry["frames"], entry["size"], entry["mtime_ns"]]
-            cursor += entry["frames"]
-            if (k + 1) % 20 == 0:
-                say(f"cached {k + 1}/{len(readable)} sources ({cursor} frames)")
     shape = [cursor, 3, int(size), int(size)]
     atomic_write_json(marker, {"version": CACHE_VERSION, "dataset": name, "split": split, "size": int(size),
                                "shape": shape, "bytes": int(np.prod(shape)), "frames_file": frames_file.name,
                                "offsets": offsets, "protocol_resize": "center square crop + bilinear antialias"})
-    if len(offsets) != len(readable):  # record decode failures found while caching
-        index["skipped"] = skipped
-        atomic_write_json(idx_file, index)
     summary.update(cache=str(frames_file), cached_sources=len(offsets), cached_frames=cursor,
-                   cache_bytes=int(np.prod(shape)), cache_seconds=time.monotonic() - t1, skipped=len(skipped))
+                   cache_bytes=int(np.prod(shape)))
     say(f"cached {len(offsets)} sources, {cursor} frames at {size}x{size} -> {frames_file}")
     return summary
-
