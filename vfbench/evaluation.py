@@ -456,8 +456,9 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
         raise UsageError("no reference dataset: pass --dataset NAME (the run's config.json names none)")
     if trials is not None and trials < 1:
         raise UsageError(f"--trials must be a positive integer, got {trials}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    from vfbench.options import check_seed
+
+    check_seed(int(seed) if isinstance(seed, np.integer) else seed)
     if bootstrap < 0:
         raise UsageError(f"--bootstrap must be 0 or a positive number of resamples, got {bootstrap}")
     dataset_name = _dataset_name(dataset)

@@ -72,6 +72,18 @@ def create_run(store: ResultsStore, name: str, generator_name: str, generator_co
                            resume=resume, force=force, extra=extra)
 
 
+# What a run folder holds once training has done anything: a start that failed before its first
+# checkpoint (a bad device, an unreadable dataset, a refused --base-init) leaves none of these, and the
+# plain retry then starts the run afresh instead of being told the run exists.
+_PROGRESS = ("checkpoints/step-*.pt", "pretrain/checkpoints/step-*.pt", "base-pretrain.pt", "samples/*",
+             "summary.json")
+
+
+def has_progress(run_dir: Path) -> bool:
+    run_dir = Path(run_dir)
+    return any(next(run_dir.glob(pattern), None) is not None for pattern in _PROGRESS)
+
+
 def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, dataset_kwargs: Dict[str, Any],
                     train_cfg: Any, *, resume: bool = False, force: bool = False,
                     extra: Optional[Dict[str, Any]] = None) -> Path:
@@ -83,6 +95,13 @@ def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, d
     cfg_path = run_dir / "config.json"
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
+    elif cfg_path.is_file() and not has_progress(run_dir):
+        # a start that failed before its first checkpoint: nothing to keep, the retry starts afresh
+        from vfbench.readback import json_object_or_none
+
+        old = json_object_or_none(cfg_path, warn=False) or {}
+        if not _diff({k: old.get(k) for k in new}, new):
+            return run_dir  # the same settings (e.g. the other ranks of a torchrun job): nothing to rewrite
     elif cfg_path.is_file():
         old = read_json_object(cfg_path, "run config", "restore it, or pass --force to delete the run and start over")
         old_core = {k: old.get(k) for k in new}

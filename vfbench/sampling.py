@@ -121,8 +121,9 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
     if num > MAX_NUM:
         raise UsageError(f"--num {num} is more clips than vfbench can index (at most {MAX_NUM:,});"
                          " draw them in several sample sets with different --seed / --tag")
-    if not isinstance(seed, int) or seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    from vfbench.options import check_seed
+
+    check_seed(seed)
     if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
         raise UsageError(f"--length must be a positive number of frames, got {length!r}")
     run_dir = Path(run_dir)

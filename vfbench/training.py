@@ -64,7 +64,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         check_positive("--steps (train.steps)", self.steps)
         check_positive("--batch-size (train.batch_size)", self.batch_size)
-        check_range("--lr (train.lr)", self.lr, 0, None, lo_open=True)
+        from vfbench.options import check_lr, check_seed
+
+        check_lr(self.lr, "--lr (train.lr)")
+        check_seed(self.seed, "--seed (train.seed)")
         check_range("--weight-decay (train.weight_decay)", self.weight_decay, 0, None)
         check_range("--ema-decay (train.ema_decay)", self.ema_decay, 0, 1)
         check_range("--grad-clip (train.grad_clip, 0 disables)", self.grad_clip, 0, None)
@@ -81,11 +84,12 @@ class TrainConfig:
 
 # -- devices and precision -----------------------------------------------------------------------
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    from vfbench.options import check_device
+
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec} was requested but no CUDA GPU is available; use --device cpu")
+        check_device(spec)  # a GPU this machine has (cuda:9 on a 1-GPU machine is refused here)
         if spec == "cuda":
             spec = f"cuda:{local_rank}"
     return torch.device(spec)

@@ -70,6 +70,10 @@ def _resolve(generator: str, config: Optional[Path], preset: Optional[str], data
     preset = preset or file.get("preset") or "small"
 
     cls = GENERATORS.get(generator)
+    from vfbench.options import check_device, check_frames
+
+    check_frames(ds_kwargs["frames"], cls, "--frames (dataset.frames)")
+    check_device(train_cfg.device, "--device (train.device)")  # before any run folder exists
     fields = set(getattr(cls.Config, "__dataclass_fields__", {}))
     for key, flag in (("lam", "--lam"), ("mode", "--mode"), ("residual_condition", "--residual-condition"),
                       ("prediction", "--prediction")):
