@@ -791,7 +791,7 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
             continue
         wrote = False
         while todo:  # each pass claims what no other process holds (or waits for one key), then computes it
-            claims = Claims(store.records_dir) if main else None
+            claims = Claims(store.root) if main else None
             try:
                 got = claims.take([(i, keys[i]) for i in todo]) if main else []
                 now_done = done_keys(store.iter_records(warn=False)) if main else {}  # re-read under the claims

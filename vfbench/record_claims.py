@@ -3,11 +3,12 @@
 ``evaluate --all`` skips a (run, metric, protocol, sample set) that already has a record. Checking the
 store and writing the record are far apart (the metric is computed in between), so two processes
 started together would both find the record missing and both write it. Each such key therefore has
-a lock file under ``records/.claims/``: a process computes a record only while it holds the key's
-lock, and only after reading the store again under the lock (a process that held it before may
-have written the record meanwhile). Keys another process holds are skipped for now and waited for
-at the end, so several processes share the work instead of queueing behind one another. The locks
-are ``flock`` locks: they die with their process, so a killed evaluation never leaves a stale claim.
+a lock file under ``<results>/.claims/`` (``records/`` holds records only): a process computes a
+record only while it holds the key's lock, and only after reading the store again under the lock
+(a process that held it before may have written the record meanwhile). Keys another process holds
+are skipped for now and waited for at the end, so several processes share the work instead of
+queueing behind one another. The locks are ``flock`` locks: they die with their process, so a
+killed evaluation never leaves a stale claim.
 """
 
 from __future__ import annotations
@@ -22,16 +23,16 @@ from vfbench.atomic import FileLock, LockHeld
 CLAIMS_DIR = ".claims"
 
 
-def claim_path(records_dir: Path, key: Tuple) -> Path:
+def claim_path(results_dir: Path, key: Tuple) -> Path:
     digest = hashlib.sha256(json.dumps(list(key), sort_keys=True, default=str).encode("utf-8")).hexdigest()
-    return Path(records_dir) / CLAIMS_DIR / f"{digest[:32]}.lock"
+    return Path(results_dir) / CLAIMS_DIR / f"{digest[:32]}.lock"
 
 
 class Claims:
     """The locks of the keys this process may compute now (``taken``); release them with ``release()``."""
 
-    def __init__(self, records_dir: Path):
-        self.records_dir = Path(records_dir)
+    def __init__(self, results_dir: Path):
+        self.results_dir = Path(results_dir)
         self._locks: List[FileLock] = []
 
     def take(self, items: Sequence[Tuple[Hashable, Tuple]]) -> List[Hashable]:
@@ -40,7 +41,7 @@ class Claims:
         Returns the names claimed (never empty when ``items`` is not)."""
         taken = []
         for name, key in items:
-            lock = FileLock(claim_path(self.records_dir, key), blocking=False, what="record claim")
+            lock = FileLock(claim_path(self.results_dir, key), blocking=False, what="record claim")
             try:
                 lock.__enter__()
             except LockHeld:
@@ -49,7 +50,7 @@ class Claims:
             taken.append(name)
         if not taken and items:
             name, key = items[0]
-            lock = FileLock(claim_path(self.records_dir, key))  # blocking: its holder is computing it
+            lock = FileLock(claim_path(self.results_dir, key))  # blocking: its holder is computing it
             lock.__enter__()
             self._locks.append(lock)
             taken.append(name)
