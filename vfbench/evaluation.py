@@ -443,9 +443,10 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
     if run is not None:
         run_dir = store.resolve_run(str(run))
         run_name = run_dir.name
-        from vfbench.runs import read_run_config
+        from vfbench.readback import read_json_object
 
-        run_cfg = read_run_config(run_dir)
+        # scoring needs the dataset (and names the generator) only: no generator_config required
+        run_cfg = read_json_object(run_dir / "config.json", "run config", "restore it or train the run again")
         if samples_source is None:
             samples_source = pick_samples_dir(run_dir, tag)
         if dataset is None:
