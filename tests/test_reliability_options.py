@@ -140,3 +140,18 @@ def test_a_start_that_failed_before_its_first_checkpoint_does_not_block_the_retr
     (tmp_path / "res" / "runs" / "x" / "checkpoints" / "step-0000001.pt").write_bytes(b"progress")
     code, _, err = cli(capsys, *argv, "--steps", "4")  # once it has trained, an existing run is protected again
     assert_clean_error(err, code, 2, "exists", "--resume")
+
+
+def test_a_gpu_index_this_machine_lacks_is_refused(capsys, tmp_path, monkeypatch):
+    """On a one-GPU machine (simulated: nothing touches CUDA before the check) cuda:9 is refused by name."""
+    import torch
+
+    from vfbench.options import check_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert check_device("cuda:0") == "cuda:0" and check_device("cuda") == "cuda"
+    code, _, err = cli(capsys, "train", "vdm", "--frames", "4", *TINY, "--device", "cuda:9",
+                       "--results", tmp_path / "res")
+    assert_clean_error(err, code, 2, "--device", "cuda:9", "it has 1: cuda:0 to cuda:0")
+    assert not (tmp_path / "res").exists()
