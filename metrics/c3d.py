@@ -36,13 +36,12 @@ calling convention (uint8 ``[B, 3, T, H, W]`` in, probabilities out), which is c
 from __future__ import annotations
 
 import os
-import zipfile
-import zlib
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import numpy as np
 
+from vfbench.arrays import ZIP_ERRORS, load_npz
 from vfbench.errors import UsageError, WeightsError
 from vfbench.metrics.base import FeatureExtractor
 from vfbench.registry import EXTRACTORS
@@ -97,6 +96,14 @@ def build_c3d(fc6: int = 4096, fc7: int = 4096, num_classes: int = NUM_CLASSES):
     return C3D()
 
 
+def _weights_limit() -> int:
+    """The most bytes a C3D UCF-101 weights file can declare: its parameters (fc6/fc7 4096 wide) as float64,
+    twice over (a file may carry extra arrays such as optimiser state)."""
+    params = sum(cout * cin * 27 + cout for _, cin, cout in CONV_LAYERS)
+    params += FC_IN * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * NUM_CLASSES + NUM_CLASSES
+    return 2 * 8 * params
+
+
 def _find(arrays: Dict[str, np.ndarray], layer: str, param: str, path) -> np.ndarray:
     hits = [k for k in arrays if k == f"{layer}/{param}" or k.endswith(f"/{layer}/{param}")]
     if len(hits) != 1:
@@ -110,11 +117,10 @@ def load_chainer_c3d(path) -> Dict[str, Any]:
     """Read the chainer ``conv3d_deepnetA_ucf.npz`` into a torch state dict (shapes verified)."""
     torch = _torch()
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise WeightsError(f"{path} is not a readable .npz file ({exc}); pass the chainer"
+    try:  # sizes from the members' headers, checked against the architecture before anything is allocated
+        arrays = load_npz(path, _weights_limit(), "the C3D UCF-101 weights take (float64, with room to spare)")
+    except (ValueError,) + ZIP_ERRORS as exc:
+        raise WeightsError(f"{path} is not a readable C3D .npz file ({exc}); pass the chainer"
                            " conv3d_deepnetA_ucf.npz to --c3d-weights") from None
     sd = {}
     for name, cin, cout in CONV_LAYERS:
@@ -145,14 +151,14 @@ def load_chainer_c3d(path) -> Dict[str, Any]:
 def load_mean(path) -> np.ndarray:
     """The Caffe mean clip of ``mean2.npz`` as float32 [3, 16, 128, 171] (BGR)."""
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            key = "mean" if "mean" in z.files else (z.files[0] if len(z.files) == 1 else None)
-            if key is None:
-                raise WeightsError(f"{path} has no array named 'mean'; pass TGAN's mean2.npz to --c3d-mean")
-            m = np.asarray(z[key], np.float32)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+    try:  # the mean clip is 3 x 16 x 128 x 171 values: twice that in float64 is the most a real file holds
+        z = load_npz(path, 2 * 8 * int(np.prod(MEAN_SHAPE)) + (1 << 16), "the C3D mean clip takes")
+    except (ValueError,) + ZIP_ERRORS as exc:
         raise WeightsError(f"{path} is not a readable .npz file ({exc}); pass TGAN's mean2.npz") from None
+    key = "mean" if "mean" in z else (next(iter(z)) if len(z) == 1 else None)
+    if key is None:
+        raise WeightsError(f"{path} has no array named 'mean'; pass TGAN's mean2.npz to --c3d-mean")
+    m = np.asarray(z[key], np.float32)
     if m.size != int(np.prod(MEAN_SHAPE)):
         raise WeightsError(f"{path}: the mean has shape {m.shape} ({m.size} values), expected 3 x 16 x 128 x 171"
                            " (the C3D UCF-101 mean clip mean2.npz)")

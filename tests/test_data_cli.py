@@ -16,6 +16,16 @@ from vfbench.data import prepare as P
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch):
+    """prepare writes under the cache directory: a fresh one per test."""
+    monkeypatch.setenv("VFBENCH_CACHE", str(tmp_path / "cache"))
+
+
+def prepared(root):
+    return P.default_prepared_dir("taichi", root)
+
+
 def _taichi_tree(root):
     write_png_frames(root / "train" / "a", coded_frames(40, h=16, w=20, video=1))
     write_video(root / "train" / "b.mp4", coded_frames(33, h=16, w=20, video=2))
@@ -35,8 +45,8 @@ def test_prepare_writes_an_index_with_counts_labels_and_skips(tmp_path):
     root = _taichi_tree(tmp_path)
     result = runner.invoke(app, ["data", "prepare", "taichi", "--source", str(root), "--frames", "8"])
     assert result.exit_code == 0, result.output
-    assert "4 of 5 sources readable" in result.output
-    index = json.loads((root / "vfbench-prepared" / "taichi-all.index.json").read_text())
+    assert "4 of 5 sources usable, 1 skipped (0 too short, 1 unreadable)" in result.output
+    index = json.loads((prepared(root) / "taichi-all.index.json").read_text())
     counts = {e["path"]: e["frames"] for e in index["entries"]}
     assert counts == {"train/a": 40, "train/b.mp4": 33, "train/c.avi": 30, "train/broken.mp4": None,
                       "test/t": 30}
@@ -65,7 +75,7 @@ def test_cache_gives_byte_identical_clips(tmp_path, size):
     result = runner.invoke(app, ["data", "prepare", "taichi", "--source", str(root), "--cache",
                                  "--size", str(size), "--frames", "8"])
     assert result.exit_code == 0, result.output
-    frames_file, marker = P.cache_paths(root / "vfbench-prepared", "taichi", "all", size)
+    frames_file, marker = P.cache_paths(prepared(root), "taichi", "all", size)
     meta = json.loads(marker.read_text())
     assert meta["shape"] == [40 + 33 + 30 + 30, 3, size, size] and frames_file.stat().st_size == meta["bytes"]
     for split in ("train", "test"):
@@ -106,7 +116,7 @@ def test_interrupted_cache_build_leaves_no_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(V, "read_frames", dies_on_second_source)
     with pytest.raises(KeyboardInterrupt):
         P.prepare("taichi", root, frames=8, cache=True, size=16)
-    out = root / "vfbench-prepared"
+    out = prepared(root)
     frames_file, marker = P.cache_paths(out, "taichi", "all", 16)
     assert not marker.exists()  # the old marker was removed before the rebuild began
     assert not [p for p in os.listdir(out) if p.endswith(".tmp")]
@@ -115,7 +125,7 @@ def test_interrupted_cache_build_leaves_no_cache(tmp_path, monkeypatch):
     assert ds.cache is None and tuple(ds[0]["video"].shape) == (8, 3, 16, 16)
 
 
-def test_source_failing_while_caching_is_left_out_and_decoded_directly(tmp_path, monkeypatch):
+def test_source_failing_to_decode_is_marked_unreadable_and_left_out(tmp_path, monkeypatch):
     root = _taichi_tree(tmp_path)
     import vfbench.data.video_io as V
 
@@ -131,10 +141,11 @@ def test_source_failing_while_caching_is_left_out_and_decoded_directly(tmp_path,
     summary = P.prepare("taichi", root, frames=8, cache=True, size=16)
     monkeypatch.setattr(V, "read_frames", real)
     assert summary["cached_sources"] == 3 and summary["cached_frames"] == 40 + 30 + 30
-    frames_file, marker = P.cache_paths(root / "vfbench-prepared", "taichi", "all", 16)
+    frames_file, marker = P.cache_paths(prepared(root), "taichi", "all", 16)
     assert frames_file.stat().st_size == 100 * 3 * 16 * 16  # the partial frames of b were dropped
-    index = json.loads((root / "vfbench-prepared" / "taichi-all.index.json").read_text())
-    assert any(s["path"] == "train/b.mp4" and "not cached" in s["reason"] for s in index["skipped"])
+    index = json.loads((prepared(root) / "taichi-all.index.json").read_text())
+    assert any(s["path"] == "train/b.mp4" and s["reason"].startswith("unreadable") for s in index["skipped"])
+    assert summary["usable"] == 3 and summary["unreadable"] == 2  # training would fail on b too: it is skipped
     cached = _quiet(build_dataset, "taichi", data_root=str(root), frames=8, size=16, seed=1)
     direct = _quiet(build_dataset, "taichi", data_root=str(root), frames=8, size=16, seed=1, use_cache=False)
     for i in range(len(direct)):
@@ -144,7 +155,7 @@ def test_source_failing_while_caching_is_left_out_and_decoded_directly(tmp_path,
 def test_torn_cache_file_is_ignored_with_a_warning(tmp_path):
     root = _taichi_tree(tmp_path)
     P.prepare("taichi", root, frames=8, cache=True, size=16)
-    frames_file, _ = P.cache_paths(root / "vfbench-prepared", "taichi", "all", 16)
+    frames_file, _ = P.cache_paths(prepared(root), "taichi", "all", 16)
     with open(frames_file, "r+b") as fh:
         fh.truncate(100)
     with pytest.warns(UserWarning, match="does not match"):

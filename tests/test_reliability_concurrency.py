@@ -54,6 +54,26 @@ def test_two_evaluations_share_results_and_cache_without_loss(tmp_path):
     assert len({c[2] for c in calls}) == 2  # both processes did extract (their fake clips)
 
 
+def test_three_evaluate_all_write_each_record_once(tmp_path):
+    """Three ``evaluate --all`` started together on one results dir: each record is claimed under its lock,
+    so every (run, metric) is computed and written by exactly one process, and every process exits 0."""
+    res, log = tmp_path / "res", tmp_path / "calls.log"
+    make_samples_run(res, "r")
+    env = dict(VFB_TEST_METRICS="1", VFBENCH_CACHE=str(tmp_path / "cache"), VFB_CALL_LOG=str(log),
+               VFB_BARRIER=f"{tmp_path / 'barrier'}:3", VFB_EXTRACT_SLEEP="0.05")
+    args = ["evaluate", "--all", "--metrics", "fvd_rel,kvd_rel,is_rel", "--results", str(res), "--batch-size", "4"]
+    outs = [finish(p) for p in [spawn(args, **env) for _ in range(3)]]
+    for r in outs:
+        assert exit_codes(r.stdout) == [0], r.stderr
+    recs = [json.loads(p.read_text()) for p in sorted((res / "records").glob("*.json"))]
+    assert sorted(r["metric"] for r in recs) == ["fvd_rel", "is_rel", "kvd_rel"], [r["metric"] for r in recs]
+    written = [int(line.split()[0]) for r in outs for line in r.stdout.splitlines() if "record(s) written" in line]
+    assert sum(written) == 3  # and the other processes said so: nothing (left) to evaluate
+    fake = [c for c in (line.split() for line in log.read_text().splitlines()) if c[0] == "fake"]
+    # the fake features of each metric were extracted once: 8 clips per metric computed, not per process
+    assert sum(int(c[1]) for c in fake) <= 3 * 8
+
+
 def test_concurrent_record_writers_in_threads_lose_nothing(tmp_path):
     """ResultsStore.write_record from many threads at once: every record lands, whole."""
     from vfbench.results import ResultsStore

@@ -79,6 +79,14 @@ def stub_training():
 _names = itertools.count()
 
 
+def cfg_frames(res) -> int:
+    """The frames of the newest run written under ``res`` (the fuzzed option's accepted value)."""
+    import json
+
+    newest = max((p for p in (res / "runs").iterdir()), key=lambda p: p.stat().st_mtime_ns)
+    return json.loads((newest / "config.json").read_text())["dataset"]["frames"]
+
+
 @given(option=st.sampled_from(["--steps", "--batch-size", "--size", "--frames", "--lr", "--lam", "--seed",
                                "--ckpt-every"]),
        value=values)
@@ -97,7 +105,11 @@ def test_fuzz_train_numeric_options(capsys, tmp_path_factory, stub_training, opt
         if option == "--batch-size":
             assert cfg.batch_size > 0
         if option == "--lr":
-            assert cfg.lr > 0 and np.isfinite(cfg.lr) or cfg.lr == float("inf")
+            assert cfg.lr > 0 and np.isfinite(cfg.lr)
+        if option == "--seed":
+            assert cfg.seed >= 0
+        if option == "--frames":
+            assert cfg_frames(res) >= 2
 
 
 @pytest.fixture(scope="module")

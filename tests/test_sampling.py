@@ -153,6 +153,10 @@ def test_create_run_refuses_to_clobber(tmp_path):
     store = ResultsStore.open(tmp_path)
     args = ("r", "toy-test", ToyConfig(), {"name": "toyclips"})
     create_run(store, *args, cfg(steps=2))
+    create_run(store, *args, cfg(steps=3))  # nothing trained yet (a failed start): the retry starts afresh
+    assert json.loads((store.run_dir("r") / "config.json").read_text())["train"]["steps"] == 3
+    (store.run_dir("r") / "checkpoints").mkdir()
+    (store.run_dir("r") / "checkpoints" / "step-0000001.pt").write_bytes(b"progress")  # from here it is protected
     with pytest.raises(UsageError, match="--resume"):
         create_run(store, *args, cfg(steps=2))
     create_run(store, *args, cfg(steps=4), resume=True)  # more steps: allowed on resume

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from vfbench.errors import UnknownNameError, UsageError, check_positive, check_range
+from vfbench.options import check_frames, check_lr, check_seed
 from vfbench.paper_tables import PaperRef
 from vfbench.pipeline import RunPlan
 
@@ -166,14 +167,14 @@ class ExpandOptions:
     def validate(self) -> "ExpandOptions":
         check_positive("--steps", self.steps)
         check_positive("--seeds", self.seeds)
-        check_positive("--frames", self.frames)
+        check_frames(self.frames)  # every ablated generator is a video generator
         check_positive("--size", self.size)
         if self.pretrain_steps is not None:
             check_positive("--pretrain-steps", self.pretrain_steps)
         if self.batch_size is not None:
             check_positive("--batch-size", self.batch_size)
         if self.lr is not None:
-            check_positive("--lr", self.lr)
+            check_lr(self.lr)
         from vfbench.registry import DATASETS
 
         DATASETS.check(self.dataset)  # an unknown --dataset fails before any training
@@ -270,6 +271,7 @@ class AblateConfig(ExpandOptions):
         if self.num_samples is not None:
             check_positive("--num-samples", self.num_samples)
         check_positive("--sample-batch", self.sample_batch)
+        check_seed(self.sample_seed, "sample_seed")
         names = {f.name for f in dataclasses.fields(ExpandOptions)}
         opts = ExpandOptions(**{k: getattr(self, k) for k in names}).validate()
         ev = EvalPlan(protocol=self.protocol, num_samples=self.num_samples, sample_seed=self.sample_seed,
@@ -307,9 +309,10 @@ class DemoConfig:
             num_samples=self.num_samples if self.num_samples is not None else (8 if q else 64),
             sampling_steps=self.sampling_steps or (4 if q else 10),
             lambdas=list(self.lambdas) if self.lambdas else [0.25, 0.75],
-            batch_size=self.batch_size or (4 if q else 8), lr=self.lr or 2e-3, precision=self.precision,
-            report=self.report)
+            batch_size=self.batch_size or (4 if q else 8), lr=2e-3 if self.lr is None else self.lr,
+            precision=self.precision, report=self.report)
         check_positive("--sampling-steps", out.sampling_steps)
+        check_lr(out.lr)
         return out
 
 

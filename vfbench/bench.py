@@ -323,8 +323,10 @@ class EfficiencyConfig:
             if getattr(self, name) not in unet_preset_names():
                 raise UsageError(f"--{name.replace('_', '-')} must be one of {', '.join(unet_preset_names())}, "
                                  f"got {getattr(self, name)!r}")
-        if self.frames < 2:
-            raise UsageError("--frames must be at least 2 (VideoFusion needs a keyframe and residual frames)")
+        from vfbench.options import check_frames, check_seed
+
+        check_seed(self.seed)
+        check_frames(self.frames)
         return self
 
 

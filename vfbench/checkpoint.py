@@ -21,6 +21,7 @@ import torch
 
 from vfbench.atomic import atomic_torch_save, atomic_write_json, read_json
 from vfbench.errors import VfbenchError, WeightsError
+from vfbench.torch_files import load_torch_file
 
 FORMAT = "vfbench-checkpoint-v1"
 _STEP_FILE = re.compile(r"^step-(\d{7,})\.pt$")
@@ -54,35 +55,27 @@ def list_checkpoints(ckpt_dir: Path) -> List[Tuple[int, Path]]:
     return sorted(out, key=lambda sp: sp[0], reverse=True)
 
 
-def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
-    """Load and validate one checkpoint file; a torn, foreign or malformed file raises WeightsError."""
+def load_checkpoint(path: Path, map_location: Any = "cpu", max_bytes: Optional[int] = None) -> Dict[str, Any]:
+    """Load and validate one checkpoint file; a torn, foreign or malformed file raises WeightsError.
+
+    ``max_bytes`` (``vfbench.torch_files.checkpoint_limit`` of the model it is for) bounds the tensor
+    bytes the file may declare, checked before anything is allocated."""
     path = Path(path)
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except FileNotFoundError:
+    if not path.exists():
         raise WeightsError(f"checkpoint {path} does not exist; list the run's checkpoints/ folder"
-                           " or omit --checkpoint to use the latest") from None
-    except Exception as exc:  # truncated zip, pickle refused by weights_only, ...
-        text = str(exc)
-        glob = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        if glob:  # torch's multi-line message would also tell the user how to load it unsafely
-            raise WeightsError(f"checkpoint {path} is refused: its pickle asks for {glob.group(1)}, which is not a"
-                               " tensor or plain data (it could run code); vfbench loads checkpoints with"
-                               " torch.load(weights_only=True) only: use a checkpoint written by vfbench") from None
-        if "WeightsUnpickler error:" in text:  # not a pickle of plain data: say what the unpickler met
-            detail = text.split("WeightsUnpickler error:", 1)[1].strip().splitlines()
-            first = "not a plain-data pickle: " + (detail[0].strip() if detail else "")
-        else:
-            first = (text.strip().splitlines() or [""])[0]
-        first = first.split(". ")[0][:200]  # torch appends paragraphs of advice to the first sentence
-        raise WeightsError(f"checkpoint {path} cannot be loaded ({type(exc).__name__}: {first});"
-                           " it is truncated or not a vfbench checkpoint") from None
+                           " or omit --checkpoint to use the latest")
+    obj = load_torch_file(path, what="checkpoint", map_location=map_location, max_bytes=max_bytes,
+                          limit_what="a training checkpoint of this model can hold",
+                          fix="use a checkpoint written by vfbench (a run's checkpoints/ folder)")
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:
         raise WeightsError(f"checkpoint {path} is not a vfbench training checkpoint (format {FORMAT});"
                            " pass a file from a run's checkpoints/ folder")
     missing = [k for k in REQUIRED_KEYS if k not in obj]
     if missing:
         raise WeightsError(f"checkpoint {path} lacks {', '.join(missing)}; it is incomplete: delete it")
+    if isinstance(obj["step"], bool) or not isinstance(obj["step"], int) or obj["step"] < 0:
+        raise WeightsError(f"checkpoint {path} has the step {str(obj['step'])[:40]!r}, not a step number; it is"
+                           " damaged: delete it")
     m = _STEP_FILE.match(path.name)
     if m and int(m.group(1)) != int(obj["step"]):
         raise WeightsError(f"checkpoint {path} says step {obj['step']} but its name says {int(m.group(1))};"
@@ -90,7 +83,8 @@ def load_checkpoint(path: Path, map_location: Any = "cpu") -> Dict[str, Any]:
     return obj
 
 
-def find_latest(ckpt_dir: Path, map_location: Any = "cpu") -> Optional[Tuple[Path, Dict[str, Any]]]:
+def find_latest(ckpt_dir: Path, map_location: Any = "cpu",
+                max_bytes: Optional[int] = None) -> Optional[Tuple[Path, Dict[str, Any]]]:
     """The newest checkpoint that loads completely, with its contents, or None if there is none.
 
     Files that fail to load are reported with a warning and skipped, so a kill while writing (or
@@ -98,7 +92,7 @@ def find_latest(ckpt_dir: Path, map_location: Any = "cpu") -> Optional[Tuple[Pat
     """
     for _step, path in list_checkpoints(ckpt_dir):
         try:
-            return path, load_checkpoint(path, map_location)
+            return path, load_checkpoint(path, map_location, max_bytes)
         except WeightsError as exc:
             warnings.warn(f"skipping unusable checkpoint: {exc}")
     return None
@@ -150,14 +144,12 @@ def drop_after(ckpt_dir: Path, step: int) -> List[Path]:
     transient (an NFS error, a GPU out of memory under ``map_location``, a newer torch), so the file
     is kept for the user to inspect or restore, never deleted. Returns the new paths.
     """
+    from vfbench.readback import move_aside
+
     moved = []
     for s, path in list_checkpoints(ckpt_dir):
         if s > step:
-            dest = Path(ckpt_dir) / "unreadable" / path.name
-            dest.parent.mkdir(exist_ok=True)
-            if dest.exists():
-                dest = dest.with_name(f"{path.name}.{int(path.stat().st_mtime)}")
-            path.replace(dest)
+            dest = move_aside(path, warn=False)
             moved.append(dest)
             warnings.warn(f"checkpoint {path} could not be loaded and was moved to {dest}; the run resumes from"
                           f" step {step}. Delete it once you no longer need it")

@@ -58,13 +58,13 @@ def check_range(option: str, value, lo=None, hi=None, *, lo_open=False, hi_open=
         bad |= value <= lo if lo_open else value < lo
     if hi is not None:
         bad |= value >= hi if hi_open else value > hi
-    if value != value:  # NaN
+    if value != value or value in (float("inf"), float("-inf")):  # NaN, and inf past an open end: not a setting
         bad = True
     if bad:
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
         rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
-        raise UsageError(f"{option} must be in {rng}, got {value!r}")
+        raise UsageError(f"{option} must be a finite number in {rng}, got {value!r}")
     return value
 
 

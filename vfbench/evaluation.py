@@ -46,8 +46,6 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-import zipfile
-import zlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
@@ -56,12 +54,10 @@ import numpy as np
 
 from vfbench.errors import DataError, UsageError, VfbenchError, WeightsError
 from vfbench.results import ResultsStore, default_cache_dir
+from vfbench.sample_folder import SHARD_EXTS, SampleFolder
+from vfbench.sample_folder import long_video_length as _long_video_length
 
 REAL_SELECTIONS = ("reference", "stylegan-v")
-SHARD_EXTS = (".npy", ".npz")
-# what np.load raises on a torn, truncated or foreign .npy/.npz (a truncated zip is BadZipFile,
-# a corrupt deflate stream zlib.error, neither of them an OSError/ValueError)
-_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 
 
 def protocol_metrics(protocol: str, dataset: str) -> List[str]:
@@ -82,152 +78,7 @@ def samples_needed(metrics, trials: Optional[int] = None) -> int:
     return max((trials or s.trials) * s.num_fake for s in specs)
 
 
-# -- the fake side: any folder of shards or videos ---------------------------------------------------
-def _natural(p: Path):
-    import re
-
-    return [(0, int(s), "") if s.isdigit() else (1, 0, s.lower()) for s in re.split(r"(\d+)", p.name) if s]
-
-
-class SampleFolder:
-    """A folder of generated clips: ``.npy``/``.npz`` uint8 shards ``[n, T, C, H, W]`` or video files.
-
-    Shards are memory-mapped (``.npy``) or read with ``allow_pickle=False``; clips are numbered in
-    natural file order, so slices are reproducible.
-    """
-
-    def __init__(self, path, frames: int = 16, size: int = 128):
-        self.path = Path(path)
-        if not self.path.is_dir():
-            raise DataError(f"samples folder {self.path} does not exist; run `vfbench sample RUN --num N` or"
-                            " pass an existing folder of .npy shards or videos to --samples")
-        self.frames, self.size = frames, size
-        length = _long_video_length(self.path)
-        if length is not None and length > frames:
-            raise UsageError(f"{self.path} holds {length}-frame long videos (vfbench sample --length) but this metric"
-                             f" scores {frames}-frame clips and would see only their first {frames}; evaluate a"
-                             f" sample set drawn without --length (or with --length {frames}) instead")
-        files = sorted((p for p in self.path.iterdir() if not p.name.startswith(".")), key=_natural)
-        self.entries: List[Tuple[Path, str, Optional[str], int]] = []  # (file, kind, npz key, count)
-        for p in files:
-            if p.suffix == ".npy":
-                arr = self._open_npy(p)
-                self.entries.append((p, "npy", None, int(arr.shape[0])))
-            elif p.suffix == ".npz":
-                try:
-                    with np.load(p, allow_pickle=False) as z:
-                        for k in sorted(z.files):
-                            a = z[k]
-                            self._check_shape(p, a)
-                            self.entries.append((p, "npz", k, int(a.shape[0])))
-                except _NPZ_ERRORS as exc:
-                    raise DataError(f"sample file {p} cannot be read ({exc}); delete it or re-create the samples") from None
-        if not self.entries:
-            try:
-                from vfbench.data.video_io import is_video_file, list_frame_files
-            except ImportError:  # pragma: no cover - the data subsystem is part of the package
-                is_video_file = list_frame_files = None
-            if is_video_file is not None:
-                for p in files:
-                    if is_video_file(p) or (p.is_dir() and list_frame_files(p)):
-                        self.entries.append((p, "video", None, 1))
-        if not self.entries:
-            raise DataError(f"samples folder {self.path} holds no .npy/.npz shards or videos; run"
-                            " `vfbench sample RUN --num N` or point --samples at a folder of generated clips")
-        self._cache: Dict[Tuple[str, Optional[str]], Any] = {}
-        for p, kind, _key, _n in self.entries:  # clips shorter than the metric: name the file now
-            if kind == "npy":
-                t = int(self._open_npy(p).shape[1])
-                if t < frames:
-                    raise DataError(f"sample shard {p} holds clips of {t} frames but the metric needs {frames};"
-                                    " generate longer clips (--frames) or use a metric with fewer frames")
-
-    @staticmethod
-    def _check_shape(p: Path, a) -> None:
-        if a.dtype != np.uint8 or a.ndim != 5:
-            raise DataError(f"sample shard {p} holds {a.dtype} of shape {a.shape}; shards must be uint8"
-                            " [n, T, C, H, W] (convert floats in [-1, 1] with (x + 1) * 127.5 rounded)")
-        if a.shape[2] not in (1, 3):
-            hint = " (it looks channels-last: transpose to [n, T, C, H, W])" if a.shape[-1] in (1, 3) else ""
-            raise DataError(f"sample shard {p} has shape {a.shape}: dimension 2 must be the 3 colour channels{hint}")
-
-    def _open_npy(self, p: Path):
-        try:
-            arr = np.load(p, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as exc:
-            raise DataError(f"sample shard {p} cannot be read ({exc}); it is truncated or not a .npy array:"
-                            " delete it and resume sampling") from None
-        self._check_shape(p, arr)
-        return arr
-
-    def __len__(self) -> int:
-        return sum(e[3] for e in self.entries)
-
-    def clip_shape(self) -> List[int]:
-        """[T, C, H, W] of the first clip as stored (videos: after reading at the protocol size)."""
-        return [int(v) for v in self._get(self.entries[0]).shape[1:]]
-
-    def describe(self) -> Dict[str, Any]:
-        kinds = sorted({e[1] for e in self.entries})
-        t, c, h, w = self.clip_shape()
-        fit = []
-        if t > self.frames:
-            fit.append(f"first {self.frames} of {t} frames")
-        if (h, w) != (self.size, self.size):
-            fit.append(f"{h}x{w} -> centre square crop, antialiased bilinear resize to {self.size}x{self.size}")
-        return {"path": str(self.path), "count": len(self), "files": len({e[0] for e in self.entries}),
-                "format": "+".join(kinds), "clip_shape": [t, c, h, w], "fit": "; ".join(fit) or "none"}
-
-    def _get(self, entry) -> np.ndarray:
-        p, kind, key, _ = entry
-        ck = (str(p), key)
-        if ck not in self._cache:
-            self._cache.clear()  # keep one shard in memory
-            if kind == "npy":
-                self._cache[ck] = self._open_npy(p)
-            elif kind == "npz":
-                try:
-                    with np.load(p, allow_pickle=False) as z:
-                        self._cache[ck] = z[key]
-                except _NPZ_ERRORS as exc:
-                    raise DataError(f"sample file {p} cannot be read ({exc}); delete it or re-create the"
-                                    " samples") from None
-            else:
-                self._cache[ck] = self._read_video(p)
-        return self._cache[ck]
-
-    def _read_video(self, p: Path) -> np.ndarray:
-        from vfbench.data.video_io import count_frames, load_clip
-
-        n = count_frames(p)
-        if n < self.frames:
-            raise DataError(f"generated video {p} has {n} frames but the metric needs {self.frames};"
-                            " generate longer videos or use a metric with fewer frames")
-        clip = load_clip(p, list(range(self.frames)), self.size)
-        return clip.numpy()[None]
-
-    def iter_clips(self, start: int, stop: int, batch_size: int) -> Iterator[np.ndarray]:
-        """uint8 batches of clips ``start..stop-1`` (in file order)."""
-        buf, have, pos = [], 0, 0
-        for e in self.entries:
-            n = e[3]
-            lo, hi = max(start, pos), min(stop, pos + n)
-            if lo < hi:
-                arr = self._get(e)
-                for i in range(lo - pos, hi - pos, batch_size):
-                    j = min(i + batch_size, hi - pos)
-                    buf.append(np.array(arr[i:j]))  # a writable copy of the memory map
-                    have += j - i
-                    while have >= batch_size:
-                        cat = np.concatenate(buf) if len(buf) > 1 else buf[0]
-                        yield cat[:batch_size]
-                        rest = cat[batch_size:]
-                        buf, have = ([rest] if len(rest) else []), len(rest)
-            pos += n
-            if pos >= stop:
-                break
-        if have:
-            yield np.concatenate(buf) if len(buf) > 1 else buf[0]
+# -- the fake side: any folder of shards or videos (vfbench.sample_folder) -------------------------------
 
 
 def fit_clips(x, frames: int, size: int):
@@ -499,14 +350,43 @@ def stats_cache_key(parts: Dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _load_state(path: Path):
-    from vfbench.metrics.stats import stats_from_state
+# Real-side cache files are read back with their declared sizes checked first (vfbench.arrays). What the
+# protocol can put in them: per real clip at most a few extractor outputs of at most MAX_FEATURE_DIM
+# float64 values, plus (FVD) a covariance of MAX_FEATURE_DIM^2. I3D gives 400, C3D 101, shapes-net < 512.
+MAX_FEATURE_DIM = 4096
+
+
+def _cache_limit(num_real: int) -> int:
+    return 8 * (max(int(num_real), 1) * 4 * MAX_FEATURE_DIM + MAX_FEATURE_DIM ** 2 + 4 * MAX_FEATURE_DIM)
+
+
+def _read_cache_npz(path: Path, num_real: int) -> Optional[Dict[str, np.ndarray]]:
+    """The arrays of a cache file, or None (one warning naming it) when it is damaged: it is then recomputed
+    and replaced."""
+    import warnings
+
+    from vfbench.arrays import ZIP_ERRORS, load_npz
 
     try:
-        with np.load(path, allow_pickle=False) as z:
-            return stats_from_state({k: z[k] for k in z.files})
-    except _NPZ_ERRORS + (KeyError, UsageError):
-        return None  # corrupt or foreign: recompute and replace
+        return load_npz(path, _cache_limit(num_real), f"the statistics of {num_real} real clips can take")
+    except (ValueError,) + ZIP_ERRORS as exc:
+        warnings.warn(f"cache file {path} cannot be read ({exc}); it is computed again and replaced")
+        return None
+
+
+def _load_state(path: Path, num_real: int = 0):
+    import warnings
+
+    from vfbench.metrics.stats import stats_from_state
+
+    arrays = _read_cache_npz(path, num_real)
+    if arrays is None:
+        return None
+    try:
+        return stats_from_state(arrays)
+    except (KeyError, ValueError, TypeError, UsageError) as exc:  # a foreign file under our name
+        warnings.warn(f"cache file {path} is not a vfbench statistics file ({exc}); it is computed again and replaced")
+        return None
 
 
 def _save_state(path: Path, stat) -> None:
@@ -563,9 +443,10 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
     if run is not None:
         run_dir = store.resolve_run(str(run))
         run_name = run_dir.name
-        from vfbench.atomic import read_json
+        from vfbench.readback import read_json_object
 
-        run_cfg = read_json(run_dir / "config.json")
+        # scoring needs the dataset (and names the generator) only: no generator_config required
+        run_cfg = read_json_object(run_dir / "config.json", "run config", "restore it or train the run again")
         if samples_source is None:
             samples_source = pick_samples_dir(run_dir, tag)
         if dataset is None:
@@ -576,8 +457,9 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
         raise UsageError("no reference dataset: pass --dataset NAME (the run's config.json names none)")
     if trials is not None and trials < 1:
         raise UsageError(f"--trials must be a positive integer, got {trials}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    from vfbench.options import check_seed
+
+    check_seed(int(seed) if isinstance(seed, np.integer) else seed)
     if bootstrap < 0:
         raise UsageError(f"--bootstrap must be 0 or a positive number of resamples, got {bootstrap}")
     dataset_name = _dataset_name(dataset)
@@ -754,7 +636,7 @@ def _real_statistic(spec, ds, ext, ext_desc, selection, cache_key, cache_root: P
     path = cache_root / "stats" / f"{cache_key}.npz"
     with FileLock(path.with_suffix(".lock")):
         if path.is_file():
-            stat = _load_state(path)
+            stat = _load_state(path, spec.num_real)
             if stat is not None and stat.n == spec.num_real:
                 return stat
         stat = compute()
@@ -772,11 +654,9 @@ def _cached_real_features(cache_root: Path, ds, ext_desc, selection, spec, extra
     path = cache_root / "features" / f"{key}.npz"
     with FileLock(path.with_suffix(".lock")):
         if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    return {k: z[k] for k in z.files}
-            except _NPZ_ERRORS:
-                pass  # corrupt: extract again and replace
+            feats = _read_cache_npz(path, spec.num_real)
+            if feats is not None:
+                return feats
         feats = extract()
         with atomic_write(path, "wb") as fh:
             np.savez(fh, **feats)
@@ -804,13 +684,12 @@ def _score(spec, real_stat, fake: np.ndarray):
 
 
 def _manifest_generator(path: Path) -> Optional[str]:
+    from vfbench.readback import json_object_or_none
+
     m = path / "manifest.json"
-    if m.is_file():
-        try:
-            return json.loads(m.read_text()).get("generator")
-        except (OSError, ValueError):
-            return None
-    return None
+    info = json_object_or_none(m, "samples manifest", warn=False) if m.is_file() else None
+    gen = (info or {}).get("generator")
+    return gen if isinstance(gen, str) else None
 
 
 def pick_samples_dir(run_dir: Path, tag: Optional[str] = None) -> Path:
@@ -847,18 +726,6 @@ def pick_samples_dir(run_dir: Path, tag: Optional[str] = None) -> Path:
     return max(sets, key=lambda d: (count(d), d.name))
 
 
-def _long_video_length(samples_dir: Path) -> Optional[int]:
-    """The ``length`` of a ``vfbench sample --length`` set (from its manifest), else None."""
-    mpath = Path(samples_dir) / "manifest.json"
-    if not mpath.is_file():
-        return None
-    try:
-        length = json.loads(mpath.read_text()).get("length")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return length if isinstance(length, int) and not isinstance(length, bool) else None
-
-
 def run_has_samples(run_dir: Path) -> bool:
     try:
         pick_samples_dir(run_dir)
@@ -872,13 +739,14 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
     """Evaluate every run with samples that has no record yet for its protocol's metrics.
 
     A run counts as done for a metric when a record with the same run, metric, protocol label and
-    sample set exists. Returns ``(records written, names of runs skipped as already evaluated)``.
+    sample set exists. Each record is computed under its claim (``vfbench.record_claims``), after the
+    store is read again, so concurrent ``evaluate --all`` write every record once. Returns ``(records written, names of runs skipped as already evaluated)``.
     Under torchrun every rank evaluates the runs rank 0 found to do (each sharded, see ``evaluate``);
     only rank 0 logs, and the others return ``([], skipped)``.
     """
-    from vfbench.atomic import read_json
     from vfbench.distributed import broadcast_object, dist_info
     from vfbench.metrics.protocols import get_spec
+    from vfbench.readback import json_object_or_none
 
     store = store if isinstance(store, ResultsStore) else ResultsStore.open(store)
     if metrics is None and protocol is None:
@@ -888,37 +756,62 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
         world, _ = _join_job(kwargs.get("device", "cpu"))
         if not world.is_main:
             log = lambda s: None  # noqa: E731
-    done: Dict[Tuple[str, str, str], set] = {}
-    if not world.enabled or world.is_main:
-        for rec in store.iter_records():
-            done.setdefault((rec.get("run"), rec.get("metric"), rec.get("protocol")), set()).add(
-                Path(str(rec.get("samples_dir") or "")).name)
-    done = broadcast_object(done, world)
+    from vfbench.record_claims import Claims, done_keys
+
+    main = not world.enabled or world.is_main
+    done = broadcast_object(done_keys(store.iter_records()) if main else {}, world)
     records, skipped = [], []
     for run_dir in store.iter_runs():
         if not run_has_samples(run_dir):
             continue
-        cfg = read_json(run_dir / "config.json")
+        cfg = json_object_or_none(run_dir / "config.json", "run config",
+                                  "restore it, or delete the run folder to leave it out")
+        if cfg is None:  # warned, naming the file: one broken run must not stop the others
+            continue
         ds = (cfg.get("dataset") or {}).get("name") if isinstance(cfg.get("dataset"), dict) else cfg.get("dataset")
-        if not ds:
+        if not isinstance(ds, str) or not ds:
             log(f"{run_dir.name}: config.json names no dataset, skipping")
             continue
         names = metrics or protocol_metrics(protocol, ds)
         names = [names] if isinstance(names, str) else list(names)
         sdir = pick_samples_dir(run_dir, kwargs.get("tag"))
-        todo = []
+        keys = []  # by position in names: a metric may be given as a spec object
         for m in names:
             spec = get_spec(m)
             if kwargs.get("i3d_preset") and spec.extractor == "i3d":
                 spec = spec.with_preset(kwargs["i3d_preset"])
-            if sdir.name not in done.get((run_dir.name, spec.name, _protocol_label(spec, protocol)), set()):
-                todo.append(m)
+            keys.append((run_dir.name, spec.name, _protocol_label(spec, protocol), sdir.name))
+        todo = [i for i, k in enumerate(keys) if k not in done]
+
+        def label(idx):
+            return ", ".join(str(getattr(names[i], "name", names[i])) for i in idx)
+
         if not todo:
             skipped.append(run_dir.name)
-            log(f"{run_dir.name}: already evaluated ({', '.join(getattr(m, 'name', m) for m in names)}), skipping")
+            log(f"{run_dir.name}: already evaluated ({label(range(len(names)))}), skipping")
             continue
-        log(f"{run_dir.name}: evaluating {', '.join(getattr(m, 'name', m) for m in todo)}")
-        records += evaluate(metrics=todo, store=store, protocol=protocol, run=run_dir.name, **kwargs)
+        wrote = False
+        while todo:  # each pass claims what no other process holds (or waits for one key), then computes it
+            claims = Claims(store.root) if main else None
+            try:
+                got = claims.take([(i, keys[i]) for i in todo]) if main else []
+                now_done = done_keys(store.iter_records(warn=False)) if main else {}  # re-read under the claims
+                mine = [i for i in got if keys[i] not in now_done]
+                gone = [i for i in todo if keys[i] in now_done]
+                mine, gone = broadcast_object((mine, gone), world)
+                if gone:
+                    log(f"{run_dir.name}: {label(gone)} evaluated by another process meanwhile, skipping")
+                if mine:
+                    log(f"{run_dir.name}: evaluating {label(mine)}")
+                    records += evaluate(metrics=[names[i] for i in mine], store=store, protocol=protocol,
+                                        run=run_dir.name, **kwargs)
+                    wrote = True
+            finally:
+                if claims is not None:
+                    claims.release()
+            todo = [i for i in todo if i not in mine and i not in gone]
+        if not wrote:
+            skipped.append(run_dir.name)
     return records, skipped
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from vfbench.config import from_dict, to_dict
+from vfbench.options import DEFAULT_MIN_FRAMES, DEFAULT_MIN_FRAMES_REASON
 
 
 class Generator(nn.Module):
@@ -33,6 +34,10 @@ class Generator(nn.Module):
     # config that lacks one of them is loaded with this value, not with the new default: an eps-trained
     # checkpoint read as v-prediction would sample noise.
     LEGACY_DEFAULTS: ClassVar[Dict[str, Any]] = {}
+    # The fewest frames a clip may have for this method, and why (``vfbench.options.check_frames``: every
+    # command refuses fewer before building anything). An image generator plug-in would set 1.
+    min_frames: ClassVar[int] = DEFAULT_MIN_FRAMES
+    min_frames_reason: ClassVar[str] = DEFAULT_MIN_FRAMES_REASON
 
     def __init__(self, config):
         super().__init__()

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from vfbench.atomic import atomic_write_json, read_json
 from vfbench.errors import UsageError, VfbenchError
+from vfbench.readback import json_object_or_none, read_json_object
 from vfbench.results import ResultsStore, check_run_name
 
 PLAN_FILE = "plan.json"
@@ -180,11 +181,9 @@ def samples_complete(samples_dir: Path, num: int) -> bool:
     manifest = Path(samples_dir) / "manifest.json"
     if not manifest.is_file():
         return False
-    try:
-        info = read_json(manifest)
-    except VfbenchError:
-        return False
-    return bool(info.get("complete")) and int(info.get("num", 0)) >= num
+    info = json_object_or_none(manifest, "samples manifest", "the sample set is drawn again", warn=False)
+    n = (info or {}).get("num", 0)
+    return bool((info or {}).get("complete")) and isinstance(n, int) and n >= num
 
 
 def find_records(store: ResultsStore, run: str, metric: str, protocol: str,
@@ -206,7 +205,8 @@ def check_plan(store: ResultsStore, plan: RunPlan) -> Path:
     run_dir = store.run_dir(plan.name)
     pinned = run_dir / PLAN_FILE
     if pinned.is_file():
-        old = read_json(pinned).get("identity")
+        old = read_json_object(pinned, "run plan", f"delete {run_dir} or pass another --prefix").get("identity")
+        old = old if isinstance(old, dict) else None
         if old != plan.identity():
             diff = sorted(k for k in set(old or {}) | set(plan.identity())
                           if (old or {}).get(k) != plan.identity().get(k))

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-from vfbench.atomic import atomic_write_json, read_json
+from vfbench.atomic import atomic_write_json
 from vfbench.errors import UsageError, VfbenchError
 from vfbench.provenance import provenance
 
@@ -115,16 +115,19 @@ class ResultsStore:
         atomic_write_json(path, rec)
         return path
 
-    def iter_records(self) -> Iterator[Dict[str, Any]]:
-        if not self.records_dir.is_dir():
-            return
-        for p in sorted(self.records_dir.glob("*.json")):
-            try:
-                yield read_json(p)
-            except VfbenchError as exc:  # a hand-edited or foreign file must not hide the others
-                import warnings
+    def iter_records(self, warn: bool = True) -> Iterator[Dict[str, Any]]:
+        """Every valid record (``vfbench.records`` schema); a bad file is skipped with one warning naming it
+        (``warn=False`` for the re-reads of a command that already warned)."""
+        from vfbench.records import read_record, record_files
 
-                warnings.warn(str(exc))
+        for p in record_files(self.records_dir):
+            try:
+                yield read_record(p)
+            except VfbenchError as exc:  # a hand-edited or foreign file must not hide the others
+                if warn:
+                    import warnings
+
+                    warnings.warn(f"skipping a bad record: {exc}", stacklevel=2)
 
     def load_records(self):
         """All records as one pandas DataFrame (nested dicts flattened with dots)."""

@@ -17,11 +17,13 @@ from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from vfbench.atomic import atomic_write_json, read_json
+from vfbench.atomic import atomic_write_json
 from vfbench.checkpoint import checkpoint_name, derive_seed, find_latest, load_checkpoint
 from vfbench.config import to_dict
 from vfbench.errors import UsageError, VfbenchError, WeightsError
 from vfbench.provenance import provenance
+from vfbench.readback import read_json_object
+from vfbench.torch_files import checkpoint_limit, load_torch_file, module_state_bytes, weights_limit
 from vfbench.results import ResultsStore
 
 # Train settings a resumed run may change (they do not alter the data order or the noise).
@@ -70,6 +72,18 @@ def create_run(store: ResultsStore, name: str, generator_name: str, generator_co
                            resume=resume, force=force, extra=extra)
 
 
+# What a run folder holds once training has done anything: a start that failed before its first
+# checkpoint (a bad device, an unreadable dataset, a refused --base-init) leaves none of these, and the
+# plain retry then starts the run afresh instead of being told the run exists.
+_PROGRESS = ("checkpoints/step-*.pt", "pretrain/checkpoints/step-*.pt", "base-pretrain.pt", "samples/*",
+             "summary.json")
+
+
+def has_progress(run_dir: Path) -> bool:
+    run_dir = Path(run_dir)
+    return any(next(run_dir.glob(pattern), None) is not None for pattern in _PROGRESS)
+
+
 def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, dataset_kwargs: Dict[str, Any],
                     train_cfg: Any, *, resume: bool = False, force: bool = False,
                     extra: Optional[Dict[str, Any]] = None) -> Path:
@@ -81,8 +95,15 @@ def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, d
     cfg_path = run_dir / "config.json"
     if run_dir.exists() and force:
         shutil.rmtree(run_dir)
+    elif cfg_path.is_file() and not has_progress(run_dir):
+        # a start that failed before its first checkpoint: nothing to keep, the retry starts afresh
+        from vfbench.readback import json_object_or_none
+
+        old = json_object_or_none(cfg_path, warn=False) or {}
+        if not _diff({k: old.get(k) for k in new}, new):
+            return run_dir  # the same settings (e.g. the other ranks of a torchrun job): nothing to rewrite
     elif cfg_path.is_file():
-        old = read_json(cfg_path)
+        old = read_json_object(cfg_path, "run config", "restore it, or pass --force to delete the run and start over")
         old_core = {k: old.get(k) for k in new}
         changed = _diff(old_core, new)
         if not resume:
@@ -119,17 +140,18 @@ def read_run_config(run_dir: Path) -> Dict[str, Any]:
     path = run_dir / "config.json"
     if not path.is_file():
         raise UsageError(f"{run_dir} is not a vfbench run (no config.json); pass a folder under runs/ of the results directory")
-    cfg = read_json(path)
-    for key in ("generator", "generator_config"):
-        if key not in cfg:
-            raise VfbenchError(f"{path} lacks {key!r}; the run's config was edited or truncated: restore it")
+    cfg = read_json_object(path, "run config", "restore it or train the run again")
+    for key, kind in (("generator", str), ("generator_config", dict)):
+        if not isinstance(cfg.get(key), kind):
+            raise VfbenchError(f"{path} lacks {key!r} or holds the wrong type there; the run's config was edited"
+                               " or truncated: restore it")
     return cfg
 
 
-def _resolve_checkpoint(run_dir: Path, checkpoint: Any) -> Tuple[Path, Dict[str, Any]]:
+def _resolve_checkpoint(run_dir: Path, checkpoint: Any, max_bytes: Optional[int] = None) -> Tuple[Path, Dict[str, Any]]:
     ckpt_dir = run_dir / "checkpoints"
     if checkpoint is None:
-        found = find_latest(ckpt_dir)
+        found = find_latest(ckpt_dir, max_bytes=max_bytes)
         if found is None:
             raise WeightsError(f"run {run_dir} has no complete checkpoint in {ckpt_dir}; train it first"
                                " (vfbench train ... --resume continues an interrupted run)")
@@ -138,7 +160,7 @@ def _resolve_checkpoint(run_dir: Path, checkpoint: Any) -> Tuple[Path, Dict[str,
         path = ckpt_dir / checkpoint_name(int(checkpoint))
     else:
         path = Path(checkpoint)
-    return path, load_checkpoint(path)
+    return path, load_checkpoint(path, max_bytes=max_bytes)
 
 
 def load_run(run_dir: Path | str, ema: bool = True, checkpoint: Any = None,
@@ -150,7 +172,11 @@ def load_run(run_dir: Path | str, ema: bool = True, checkpoint: Any = None,
     """
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    path, state = _resolve_checkpoint(run_dir, checkpoint)
+    try:  # built first: its size bounds the bytes the checkpoint may declare
+        gen = build_generator(cfg["generator"], cfg["generator_config"])
+    except VfbenchError:
+        gen = None  # the checks below name the cause (a checkpoint of another generator or architecture)
+    path, state = _resolve_checkpoint(run_dir, checkpoint, checkpoint_limit(gen) if gen is not None else None)
     if state["generator"] != cfg["generator"]:
         raise WeightsError(f"checkpoint {path} was written by generator {state['generator']!r} but run"
                            f" {run_dir.name} is a {cfg['generator']!r} run; pass a checkpoint of this run")
@@ -159,7 +185,8 @@ def load_run(run_dir: Path | str, ema: bool = True, checkpoint: Any = None,
         diff = _diff(saved_cfg, cfg["generator_config"])
         raise WeightsError(f"checkpoint {path} has a different {cfg['generator']} architecture than"
                            f" {run_dir / 'config.json'} (differs in {', '.join(diff[:6])}); pass a checkpoint of this run")
-    gen = build_generator(cfg["generator"], cfg["generator_config"])
+    if gen is None:
+        gen = build_generator(cfg["generator"], cfg["generator_config"])
     weights = state["ema"] if ema else state["model"]
     try:
         gen.load_state_dict(weights)
@@ -178,12 +205,23 @@ BASE_FORMAT = "vfbench-base-v1"
 BASE_FILE = "base-pretrain.pt"
 
 
-def read_base_state(source: Any, store: Optional[ResultsStore] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(Path(folder).resolve())
+    except OSError:
+        return False
+
+
+def read_base_state(source: Any, store: Optional[ResultsStore] = None,
+                    base_module: Optional[torch.nn.Module] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """The state dict of a pretrained base U-Net and a description of where it came from.
 
     ``source``: a ``base-pretrain.pt`` file, a folder holding one (``vfbench pretrain base`` output
     or a run trained with ``--pretrain-base-steps``), a training checkpoint or run folder (its EMA
     ``base.*`` weights), or a name under ``pretrained/`` or ``runs/`` of the results directory.
+    ``base_module`` (the base the weights are for) bounds the bytes the file may declare. A file that
+    cannot be loaded is one WeightsError naming it; inside the results directory (a vfbench artefact
+    that ``--resume`` rebuilds) it is also moved into ``unreadable/`` beside it, so the retry is not blocked.
     """
     p = Path(str(source))
     if not p.exists() and store is not None:
@@ -205,17 +243,59 @@ def read_base_state(source: Any, store: Optional[ResultsStore] = None) -> Tuple[
                          " nor a pretrained base name; create one with vfbench pretrain base --name NAME")
     from vfbench.provenance import sha256_file
 
+    ours = store is not None and _inside(p, store.root) and p.name == BASE_FILE
+    if ours and p.parent.parent.name == "pretrained":
+        fix = f"rebuild it with `vfbench pretrain base --name {p.parent.name} --resume` (same options as before)"
+    elif ours:
+        fix = f"rebuild it by rerunning the training of {p.parent.name} with --resume"
+    else:
+        fix = f"pass a {BASE_FILE} written by vfbench pretrain base, a training checkpoint or a state dict"
+    limit = None if base_module is None else checkpoint_limit(base_module) + 4 * module_state_bytes(base_module)
+    try:  # the base alone, or a whole training checkpoint holding it: the generator's limit covers both
+        obj = load_torch_file(p, what="pretrained base (--base-init)", fix=fix, max_bytes=limit,
+                              limit_what="a checkpoint holding this base can hold")
+        if isinstance(obj, dict) and obj.get("format") == BASE_FORMAT:
+            sd, kind = obj.get("state_dict"), "base-pretrain"
+        elif isinstance(obj, dict) and obj.get("format") == "vfbench-checkpoint-v1":
+            sd, kind = obj.get("ema"), "checkpoint"
+        else:
+            sd, kind = obj, "state_dict"
+        if not (isinstance(sd, dict) and sd and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in sd.items())):
+            raise WeightsError(f"{p} is not a base checkpoint (expected {BASE_FILE}, a training checkpoint or a state"
+                               f" dict of tensors); {fix}")
+    except WeightsError as exc:
+        if ours:  # a vfbench artefact: keep it aside so that the rebuild (--resume) is not blocked by it
+            from vfbench.readback import move_aside
+
+            dest = move_aside(p, warn=False)
+            raise WeightsError(f"{exc} (the file was moved to {dest})") from None
+        raise
+    step = obj.get("step") if isinstance(obj, dict) else None
+    desc = dict({"source": str(p), "sha256": sha256_file(p), "kind": kind},
+                **({"step": step} if kind != "state_dict" else {}))
+    return dict(sd), desc
+
+
+def read_base_artefact(path: Path, base_module: torch.nn.Module) -> Optional[Dict[str, Any]]:
+    """A ``base-pretrain.pt`` that ``pretrain_base(resume=True)`` may reuse, or None: missing, or unreadable
+    (then moved into ``unreadable/`` beside it with a warning naming it, and rebuilt from the pretraining
+    checkpoints, so a damaged artefact never blocks ``--resume``)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise WeightsError(f"{p} cannot be loaded as a base checkpoint ({type(exc).__name__}: {exc});"
-                           " it is truncated or not a weights file") from None
-    desc = {"source": str(p), "sha256": sha256_file(p)}
-    if isinstance(obj, dict) and obj.get("format") == BASE_FORMAT:
-        return obj["state_dict"], dict(desc, step=obj.get("step"), kind="base-pretrain")
-    if isinstance(obj, dict) and obj.get("format") == "vfbench-checkpoint-v1":
-        ema = obj["ema"]
-        return {k: v for k, v in ema.items()}, dict(desc, step=obj.get("step"), kind="checkpoint")
-    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, dict(desc, kind="state_dict")
-    raise WeightsError(f"{p} is not a base checkpoint (expected {BASE_FILE}, a training checkpoint or a state dict)")
+        obj = load_torch_file(path, what="pretrained base", fix="it is rebuilt from the pretraining checkpoints",
+                              max_bytes=weights_limit(base_module), limit_what="this base's weights take")
+        if not (isinstance(obj, dict) and obj.get("format") == BASE_FORMAT and isinstance(obj.get("state_dict"), dict)
+                and isinstance(obj.get("step"), int)):
+            raise WeightsError(f"pretrained base {path} is not a {BASE_FORMAT} file")
+    except WeightsError as exc:
+        import warnings
+
+        from vfbench.readback import move_aside
+
+        dest = move_aside(path, warn=False)
+        warnings.warn(f"{exc}; it was moved to {dest} and is rebuilt from the pretraining checkpoints")
+        return None
+    return obj

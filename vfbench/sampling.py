@@ -22,10 +22,12 @@ from typing import Any, Dict, Iterator, List, Optional
 import numpy as np
 import torch
 
-from vfbench.atomic import atomic_write, atomic_write_json, read_json
+from vfbench.arrays import npy_header
+from vfbench.atomic import atomic_write, atomic_write_json
 from vfbench.checkpoint import derive_seed
 from vfbench.clips import check_clips
-from vfbench.errors import DataError, UsageError, check_positive
+from vfbench.errors import DataError, UsageError, VfbenchError, check_positive
+from vfbench.readback import read_json_object
 
 MAX_NUM = 10**9  # clips per sample set (16 x 128 x 128 x 3 bytes each: far beyond any disk)
 SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
@@ -119,8 +121,9 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
     if num > MAX_NUM:
         raise UsageError(f"--num {num} is more clips than vfbench can index (at most {MAX_NUM:,});"
                          " draw them in several sample sets with different --seed / --tag")
-    if not isinstance(seed, int) or seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {seed!r}")
+    from vfbench.options import check_seed
+
+    check_seed(seed)
     if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
         raise UsageError(f"--length must be a positive number of frames, got {length!r}")
     run_dir = Path(run_dir)
@@ -144,7 +147,12 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
     mpath = out / "manifest.json"
     fresh = not out.exists()  # this call creates the folder (removed again if the very first draw is refused)
     if mpath.is_file():
-        old = read_json(mpath)
+        try:
+            old = read_json_object(mpath, "samples manifest", f"pass --force to delete {out} and redraw, or another --tag")
+        except VfbenchError:
+            if not force:
+                raise
+            old = {}  # --force: whatever the damaged manifest described is redrawn
         changed = [k for k in _IDENTITY_KEYS if old.get(k) != manifest.get(k)]
         if changed and not force:
             raise UsageError(f"{out} holds samples of a different request (differs in {', '.join(changed)});"
@@ -223,23 +231,35 @@ def iter_sample_shards(samples_dir: Path | str, allow_incomplete: bool = False) 
     if not samples_dir.is_dir():
         raise DataError(f"samples folder {samples_dir} does not exist; create it with vfbench sample RUN")
     mpath = samples_dir / "manifest.json"
-    manifest = read_json(mpath) if mpath.is_file() else None
+    manifest = None
+    if mpath.is_file():
+        try:
+            manifest = read_json_object(mpath, "samples manifest", "rerun the vfbench sample command that made it")
+            for key in ("shards", "num"):
+                if isinstance(manifest.get(key), bool) or not isinstance(manifest.get(key), int):
+                    raise VfbenchError(f"samples manifest {mpath} has no whole-number {key!r}; rerun the vfbench"
+                                       " sample command that made it")
+        except VfbenchError as exc:
+            raise DataError(str(exc)) from None
     if manifest is not None and not manifest.get("complete") and not allow_incomplete:
         raise DataError(f"{samples_dir} is incomplete (manifest says complete=false); rerun the same"
                         " vfbench sample command to finish it")
     paths = _shard_paths(samples_dir)
     if manifest is not None:
-        expected = [samples_dir / shard_name(i) for i in range(int(manifest["shards"]))]
+        # compared with the files found, never enumerated: a damaged manifest may claim 10^12 shards
+        shards = int(manifest["shards"])
+        ours = [p for p in paths if int(SHARD_RE.match(p.name).group(1)) < shards]
         if allow_incomplete:
-            paths = [p for p in expected if p.is_file()]
-        elif paths != expected:
-            raise DataError(f"{samples_dir} should hold {len(expected)} shards but has {len(paths)};"
+            paths = ours
+        elif len(paths) != shards or [p.name for p in paths] != [shard_name(i) for i in range(len(paths))]:
+            raise DataError(f"{samples_dir} should hold {shards} shards but has {len(ours)};"
                             " rerun the vfbench sample command that made it to redraw the missing ones")
     if not paths:
         raise DataError(f"{samples_dir} holds no shard-NNNNN.npy files")
     shape, total = None, 0
     for p in paths:
         try:
+            npy_header(p)  # dtype and size from the header, checked against the file before numpy allocates
             arr = np.load(p, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001
             raise DataError(f"sample shard {p} is unreadable ({exc}); delete it and rerun vfbench sample") from None

@@ -64,7 +64,10 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         check_positive("--steps (train.steps)", self.steps)
         check_positive("--batch-size (train.batch_size)", self.batch_size)
-        check_range("--lr (train.lr)", self.lr, 0, None, lo_open=True)
+        from vfbench.options import check_lr, check_seed
+
+        check_lr(self.lr, "--lr (train.lr)")
+        check_seed(self.seed, "--seed (train.seed)")
         check_range("--weight-decay (train.weight_decay)", self.weight_decay, 0, None)
         check_range("--ema-decay (train.ema_decay)", self.ema_decay, 0, 1)
         check_range("--grad-clip (train.grad_clip, 0 disables)", self.grad_clip, 0, None)
@@ -81,11 +84,12 @@ class TrainConfig:
 
 # -- devices and precision -----------------------------------------------------------------------
 def resolve_device(spec: str, local_rank: int = 0) -> torch.device:
+    from vfbench.options import check_device
+
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {spec} was requested but no CUDA GPU is available; use --device cpu")
+        check_device(spec)  # a GPU this machine has (cuda:9 on a 1-GPU machine is refused here)
         if spec == "cuda":
             spec = f"cuda:{local_rank}"
     return torch.device(spec)
@@ -244,8 +248,12 @@ class CsvLog:
             self._truncate(resume_step)
 
     def _truncate(self, step: int) -> None:
-        with open(self.path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
+        from vfbench.readback import move_aside, read_csv_rows
+
+        rows = read_csv_rows(self.path)
+        if rows is None:  # not CSV text: kept aside, and the log restarts at the resumed step
+            move_aside(self.path, "is not UTF-8 CSV text")
+            return
         if not rows:
             return
         header, kept = rows[0], []
@@ -356,7 +364,9 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
 
     start, elapsed0, resumed_from, last_ckpt = 0, 0.0, None, None
     if resume:
-        found = find_latest(ckpt_dir, map_location=device)
+        from vfbench.torch_files import checkpoint_limit
+
+        found = find_latest(ckpt_dir, map_location=device, max_bytes=checkpoint_limit(model))
         if found is not None:
             last_ckpt, state = found
             if state["generator"] != name:
@@ -518,7 +528,7 @@ def pretrain_base(out_dir: Path | str, generator: nn.Module, dataset, cfg: Train
     import dataclasses
 
     from vfbench.atomic import atomic_torch_save
-    from vfbench.runs import BASE_FILE, BASE_FORMAT
+    from vfbench.runs import BASE_FILE, BASE_FORMAT, read_base_artefact
 
     for attr in ("base", "pretrain_loss", "load_base_state"):
         if not hasattr(generator, attr):
@@ -526,11 +536,10 @@ def pretrain_base(out_dir: Path | str, generator: nn.Module, dataset, cfg: Train
                              " separate base generator to pretrain; --pretrain-base-steps is for videofusion")
     out_dir = Path(out_dir)
     artefact = Path(artefact) if artefact is not None else out_dir / BASE_FILE
-    if resume and artefact.is_file():
-        obj = torch.load(artefact, map_location="cpu", weights_only=True)
-        if obj.get("format") == BASE_FORMAT and int(obj.get("step", -1)) >= cfg.steps:
-            generator.load_base_state(obj["state_dict"])
-            return artefact
+    obj = read_base_artefact(artefact, generator.base) if resume else None  # an unreadable one is moved aside
+    if obj is not None and obj["step"] >= cfg.steps:
+        generator.load_base_state(obj["state_dict"])
+        return artefact
     work = generator
     if getattr(generator.config, "mode", None) == "fixed":
         with torch.random.fork_rng(devices=[]):

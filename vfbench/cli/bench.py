@@ -74,8 +74,9 @@ def analytic_cmd(
         raise UsageError(f"--preset must be one of {', '.join(unet_preset_names())}, got {preset!r}")
     for name, v in (("--frames", frames), ("--size", size), ("--batch", batch)):
         check_positive(name, v)
-    if frames < 2:
-        raise UsageError("--frames must be at least 2 (VideoFusion needs a keyframe and residual frames)")
+    from vfbench.options import check_frames
+
+    check_frames(frames)
     a = analytic_costs(preset, frames, size, batch)
     gib = 1024 ** 3
     rows = [["parameters (M)", a["vdm"]["params"] / 1e6, a["videofusion"]["params"] / 1e6, a["params_ratio"]],

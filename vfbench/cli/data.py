@@ -21,9 +21,10 @@ def prepare_cmd(
     size: int = typer.Option(64, "--size", help="protocol frame size of the cache (pixels)"),
     frames: int = typer.Option(16, "--frames", help="clip length, to report sources too short for it"),
     stride: Optional[int] = typer.Option(None, "--stride", help="clip stride (default: the dataset's, 4 for taichi)"),
-    out: Optional[str] = typer.Option(None, "--out", help="write here instead of <source>/vfbench-prepared"),
+    out: Optional[str] = typer.Option(None, "--out", help="write here instead of the cache directory (VFBENCH_CACHE/prepared/)"),
 ):
-    """Index a dataset folder (frame counts, labels, skipped files) and optionally cache its frames.
+    """Check every source as training decodes it, index it (frame counts, labels, skipped sources) and
+    optionally cache its frames; nothing is written into the dataset folder.
 
     Example: vfbench data prepare taichi --source ~/data/taichi --cache --size 64
     """
@@ -38,8 +39,9 @@ def prepare_cmd(
         check_positive("--stride", stride)
     summary = prepare(name, source, split=split, frames=frames, stride=stride, cache=cache, size=size, out=out,
                       progress=lambda msg: typer.echo(msg, err=True))
-    typer.echo(f"{name} {split}: {summary['readable']} of {summary['sources']} sources readable,"
-               f" {summary['skipped']} skipped, {summary['total_frames']} frames; index: {summary['index']}")
+    typer.echo(f"{name} {split}: {summary['usable']} of {summary['sources']} sources usable,"
+               f" {summary['skipped']} skipped ({summary['too_short']} too short, {summary['unreadable']} unreadable),"
+               f" {summary['total_frames']} frames; index: {summary['index']}")
     if out is not None:
         typer.echo(f"outside the dataset root: give the dataset the option prepared={out} to use it")
     if cache:

@@ -74,8 +74,9 @@ def evaluate_cmd(
     from vfbench.results import ResultsStore
 
     check_positive("--batch-size", batch_size)
-    if seed < 0:
-        raise UsageError(f"--seed must be a non-negative integer, got {seed}")
+    from vfbench.options import check_seed
+
+    check_seed(seed)
     if bootstrap < 0:
         raise UsageError(f"--bootstrap must be 0 or a positive number of resamples, got {bootstrap}")
     if trials is not None:

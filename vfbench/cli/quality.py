@@ -33,10 +33,9 @@ def quality_cmd(
 
     check_positive("--num", num)
     check_positive("--sample-batch", sample_batch)
-    if seed < 0:
-        from vfbench.errors import UsageError
+    from vfbench.options import check_seed
 
-        raise UsageError(f"--seed must be a non-negative integer, got {seed}")
+    check_seed(seed)
     store = ResultsStore.open(results)
     if sampling_steps is not None:
         check_positive("--sampling-steps", sampling_steps)

@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import typer
 
 from vfbench.cli import app
-from vfbench.errors import UsageError
+from vfbench.errors import UsageError, WeightsError
 
 pretrain_app = typer.Typer(help="Pretrain components that runs reuse (VideoFusion's base generator).\n\n"
                                 "Example: vfbench pretrain base --dataset shapes --preset small --steps 2000",
@@ -70,6 +70,10 @@ def _resolve(generator: str, config: Optional[Path], preset: Optional[str], data
     preset = preset or file.get("preset") or "small"
 
     cls = GENERATORS.get(generator)
+    from vfbench.options import check_device, check_frames
+
+    check_frames(ds_kwargs["frames"], cls, "--frames (dataset.frames)")
+    check_device(train_cfg.device, "--device (train.device)")  # before any run folder exists
     fields = set(getattr(cls.Config, "__dataclass_fields__", {}))
     for key, flag in (("lam", "--lam"), ("mode", "--mode"), ("residual_condition", "--residual-condition"),
                       ("residual_temporal", "--residual-temporal" if gen_over.get("residual_temporal") else "--residual-per-frame"),
@@ -192,9 +196,18 @@ def train_cmd(
     store = ResultsStore.open(results)
     run_name = name or f"{generator}-{setup.dataset_kwargs['name']}"
     extra: Dict[str, Any] = {"preset": setup.preset, "class_cond": class_cond, "recipe": recipe}
-    base_state = None
+    from vfbench.runs import build_generator
+
+    # built (and given its --base-init weights) before the run folder exists: a failure here leaves nothing behind
+    gen = build_generator(generator, setup.generator_config, seed=setup.train_cfg.seed)
     if base_init is not None:
-        base_state, extra["base_init"] = read_base_state(base_init, store)
+        if not hasattr(gen, "load_base_state"):
+            raise UsageError(f"--base-init applies to videofusion only; {generator!r} has no base generator")
+        base_state, extra["base_init"] = read_base_state(base_init, store, base_module=gen.base)
+        try:
+            gen.load_base_state(base_state)
+        except WeightsError as exc:  # the generator's message does not know which file it was
+            raise WeightsError(f"--base-init {extra['base_init']['source']}: {exc}") from None
     if pretrain_base_steps is not None:
         extra["pretrain_base_steps"] = pretrain_base_steps
     from vfbench.training import check_not_training
@@ -206,13 +219,6 @@ def train_cmd(
     if info_rank() == 0:
         typer.echo(f"run folder: {run_dir}", err=True)
 
-    from vfbench.runs import build_generator
-
-    gen = build_generator(generator, setup.generator_config, seed=setup.train_cfg.seed)
-    if base_state is not None:
-        if not hasattr(gen, "load_base_state"):
-            raise UsageError(f"--base-init applies to videofusion only; {generator!r} has no base generator")
-        gen.load_base_state(base_state)
     if pretrain_base_steps is not None:
         from dataclasses import replace
 

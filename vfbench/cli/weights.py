@@ -103,7 +103,9 @@ def train_cmd(
 
     if name != "shapes-net":
         raise UnknownNameError("trainable extractor", name, ["shapes-net"])
-    cfg = ShapesNetTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    from vfbench.options import check_lr, check_seed
+
+    cfg = ShapesNetTrainConfig(steps=steps, batch_size=batch_size, lr=check_lr(lr), seed=check_seed(seed))
     card = train_shapes_net(cfg, out, log=_progress)
     atomic_write_json(out.with_suffix(".json"), card)
     acc = ", ".join(f"{k} {v:.3f}" for k, v in card["accuracy_test"].items())

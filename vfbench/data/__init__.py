@@ -21,8 +21,11 @@ def build_dataset(name: str, split: str = "train", frames: int = 16, size: int =
     from vfbench.registry import DATASETS
 
     cls = DATASETS.get(name)
+    from vfbench.options import check_seed
+
     check_positive("--frames", frames)
     check_positive("--size", size)
+    check_seed(seed, "the dataset seed (dataset.seed)")
     if stride is not None:
         check_positive("--stride", stride)
     params = inspect.signature(cls).parameters

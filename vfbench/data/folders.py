@@ -18,7 +18,9 @@
 
 The root is ``data_root`` (``--data-root``), else ``$VFBENCH_DATA/<name>``. At construction the
 dataset lists its sources (cheap), takes frame counts from a ``vfbench data prepare`` index when
-one is present and still valid (else from decord's index, without decoding), and skips sources
+one is present and still valid (else from decord's index, without decoding, and for frame folders
+from every frame's image header: a file that is no image or a frame of another size makes the
+folder unreadable, as training's decode would), and skips sources
 that are unreadable or shorter than the clip with ONE counted warning. Clips come from the
 pre-decoded frame cache when one is complete, else from decoding; a source that still fails to
 decode inside ``__getitem__`` is replaced by the next readable item (deterministic) and counted
@@ -37,7 +39,8 @@ from typing import ClassVar, Dict, List, Optional, Tuple
 import torch
 
 from vfbench.data.clip_sampling import ClipSampling
-from vfbench.data.prepare import PREPARED_DIR, file_signature, load_index_counts, open_cache
+from vfbench.data.prepare import (PREPARED_DIR, file_signature, find_prepared_dir, load_index_counts,
+                                  open_cache)
 from vfbench.data.video_io import (IMAGE_EXTS, DataWarning, center_crop_resize, count_frames, is_video_file,
                                    natural_key, read_frames, user_stacklevel)
 from vfbench.errors import DataError, UsageError, check_positive
@@ -90,7 +93,7 @@ class VideoFolderDataset(torch.utils.data.Dataset):
         self.split, self.size, self.seed = split, int(size), int(seed)
         self.sampling = ClipSampling(int(frames), int(stride or self.default_stride), sampling, int(seed))
         self.root = self.resolve_root(data_root)
-        self.prepared_dir = Path(prepared) if prepared is not None else self.root / PREPARED_DIR
+        self.prepared_dir = Path(prepared) if prepared is not None else find_prepared_dir(self.name, self.root)
         found, self.classes = self._discover()
         self.num_classes = len(self.classes)
         self.items, self.frame_counts, self.skipped = self._index(found)

@@ -79,12 +79,34 @@ def _check_exists(path: Path) -> None:
         raise DataError(f"{path} does not exist; check the path (or --data-root / VFBENCH_DATA)")
 
 
+def _frame_folder_count(path: Path) -> int:
+    """Frames of a frame folder, each image's header read (no pixels decoded): a file that is no image
+    (a text file named .png) or a frame of another size fails here, as training's decode would."""
+    from PIL import Image, UnidentifiedImageError
+
+    sizes = {}
+    files = list_frame_files(path)
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                w, h = img.size
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"image {f} cannot be read ({_short(exc)}); replace or delete the corrupt frame") from None
+        sizes.setdefault((h, w), f.name)
+    if len(sizes) > 1:
+        shown = ", ".join(f"{h}x{w} ({name})" for (h, w), name in sorted(sizes.items())[:3])
+        raise DataError(f"frame folder {path} mixes frame sizes {shown}; all frames of a video must have the"
+                        " same size: resize or remove the odd frames")
+    return len(files)
+
+
 def count_frames(path: Path) -> int:
-    """Number of frames of a video (from its index, without decoding) or of a frame folder."""
+    """Number of frames of a video (from its index, without decoding) or of a frame folder (every frame's
+    header checked: an image, all of one size)."""
     path = Path(path)
     _check_exists(path)
     if path.is_dir():
-        n = len(list_frame_files(path))
+        n = _frame_folder_count(path)
     else:
         n = len(_open_video(path))
     if n == 0:
@@ -117,7 +139,7 @@ def _image_to_rgb(path: Path) -> np.ndarray:
             if img.mode != "RGB":
                 img = img.convert("RGB")  # L/LA/P/RGBA/CMYK -> RGB; alpha is dropped, not composited
             return np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
         raise DataError(f"image {path} cannot be read ({_short(exc)}); replace or delete the corrupt frame") from None
 
 
