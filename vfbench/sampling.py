@@ -192,6 +192,11 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
             _save_npy(out / shard_name(i), arr)
             if bar is not None:
                 bar.update(counts[i])
+    except KeyboardInterrupt:
+        from vfbench.errors import Interrupted
+
+        done = sum((out / shard_name(i)).is_file() for i in range(len(counts)))  # shards are written atomically
+        raise Interrupted(f"{done} of {len(counts)} sample shards in {out}") from None
     except Exception:
         # a request the generator refuses (an unknown sampler, a bad control) must not leave an empty
         # folder whose manifest blocks the corrected request under the same tag

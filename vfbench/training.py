@@ -423,6 +423,32 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
     acc: Dict[str, torch.Tensor] = {}
     last_logged: Dict[str, float] = {}
     step = start
+    saved_step = start if resumed_from is not None else None
+    interrupted = False
+
+    def save(at: int) -> None:
+        nonlocal last_ckpt, saved_step
+        params = list(model.parameters())
+        if any_flag(not _all_finite(params), device, info):  # never save a poisoned model
+            raise _diverged("model weights", at, "non-finite", last_ckpt, cfg.lr)
+        if info.is_main:
+            last_ckpt = save_checkpoint(ckpt_dir, {
+                "step": at, "generator": name, "generator_config": gen_config,
+                "model": model.state_dict(), "ema": ema.state_dict(), "ema_updates": ema.num_updates, "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict() if use_scaler else {}, "rng": capture_rng_state(),
+                "data_order": sampler.state(at), "train": to_dict(cfg),
+                "elapsed_s": elapsed0 + time.perf_counter() - t0, "world_size": info.world_size,
+                "loss": last_logged.get("loss"),
+            }, keep=cfg.keep_checkpoints, final=at == cfg.steps)
+        else:
+            last_ckpt = ckpt_dir / f"step-{at:07d}.pt"
+        saved_step = at
+        barrier(info)
+
+    from vfbench.interrupt import deferred_sigint
+
+    stop_ctx = deferred_sigint()
+    stop = stop_ctx.__enter__()
     model.train()
     try:
         for step_idx, batch in zip(range(start, cfg.steps), loader):
@@ -472,24 +498,22 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
                 bar.update(1)
 
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                params = list(model.parameters())
-                if any_flag(not _all_finite(params), device, info):  # never save a poisoned model
-                    raise _diverged("model weights", step, "non-finite", last_ckpt, cfg.lr)
-                if info.is_main:
-                    last_ckpt = save_checkpoint(ckpt_dir, {
-                        "step": step, "generator": name, "generator_config": gen_config,
-                        "model": model.state_dict(), "ema": ema.state_dict(), "ema_updates": ema.num_updates, "optimizer": opt.state_dict(),
-                        "scaler": scaler.state_dict() if use_scaler else {}, "rng": capture_rng_state(),
-                        "data_order": sampler.state(step), "train": to_dict(cfg),
-                        "elapsed_s": elapsed0 + time.perf_counter() - t0, "world_size": info.world_size,
-                        "loss": last_logged.get("loss"),
-                    }, keep=cfg.keep_checkpoints, final=step == cfg.steps)
-                else:
-                    last_ckpt = ckpt_dir / f"step-{step:07d}.pt"
-                barrier(info)
+                save(step)
+            if any_flag(stop.requested, device, info):  # Ctrl-C: the step is complete, keep it and stop
+                interrupted = True
+                break
     finally:
         if bar is not None:
             bar.close()
+        stop_ctx.__exit__(None, None, None)
+    if interrupted:
+        from vfbench.errors import Interrupted
+
+        if step > start and saved_step != step:
+            save(step)
+        where = f"checkpoint at step {step} of {cfg.steps} in {ckpt_dir}" if step > start or last_ckpt else \
+            "no step completed and no checkpoint existed"
+        raise Interrupted(where)
 
     wall = time.perf_counter() - t0
     done = step - start

@@ -2,7 +2,8 @@
 
 Errors: a ``VfbenchError`` becomes one sentence on stderr and its exit code (2 for usage errors,
 1 for failures); any other exception is reported in one line too, with the traceback only under
-``--debug``. Ctrl-C exits 130; whatever was already written stays (all writes are atomic).
+``--debug``. Ctrl-C exits 130 with one line: what was kept and the command that resumes
+(vfbench.cli.interrupt). ``--threads`` / vfbench.threads size the CPU thread pool once per call.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import os
 import sys
+from typing import Optional
 
 import typer
 
@@ -25,9 +27,19 @@ app = typer.Typer(
 )
 
 
+_ARGS: list = []  # this call's command line (main sets it)
+
+# Commands that compute: they say once how many threads they use (``ls``, ``data info``... do not).
+_HEAVY = {"train", "pretrain", "sample", "evaluate", "demo", "ablate", "compare", "report", "bench", "quality"}
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", show_default="OMP_NUM_THREADS, else the cores the load leaves free",
+        help="CPU threads of every computation."),
 ):
     """vfbench: video diffusion benchmark (VideoFusion, VDM, VIDM; FVD, KVD, IS).
 
@@ -35,6 +47,13 @@ def _root(
     """
     if debug:
         os.environ["VFBENCH_DEBUG"] = "1"
+    from vfbench.threads import apply_threads, choose_threads
+
+    choice = choose_threads(threads)
+    apply_threads(choice)
+    asks_help = any(a in ("-h", "--help") for a in _ARGS)  # click has not parsed the subcommand's yet
+    if ctx.invoked_subcommand in _HEAVY and not asks_help and os.environ.get("RANK", "0") == "0":
+        typer.echo(choice.describe(), err=True)
 
 
 # Each command module adds its commands to ``app`` (one module per command group).
@@ -86,11 +105,23 @@ def _parser_exceptions():
     return tuple(exits), tuple(aborts), tuple(clicks)
 
 
+def _invoke(args):
+    """Parse and run like ``app(...)`` does, minus its wrapper, which turns Ctrl-C into a bare exit code
+    and so loses what the interrupted work kept."""
+    import typer.main
+
+    command = typer.main.get_command(app)
+    with command.make_context("vfbench", list(args)) as ctx:
+        return command.invoke(ctx)
+
+
 def main(argv=None) -> None:
     exits, aborts, clicks = _parser_exceptions()
     debug_env = os.environ.get("VFBENCH_DEBUG")
+    thread_env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    _ARGS[:] = sys.argv[1:] if argv is None else list(argv)
     try:
-        rv = app(args=argv, standalone_mode=False, prog_name="vfbench")
+        rv = _invoke(_ARGS)
     except exits as exc:
         sys.exit(exc.exit_code)
     except aborts:
@@ -99,8 +130,10 @@ def main(argv=None) -> None:
     except clicks as exc:  # usage errors from the parser: unknown option, bad value, missing argument
         exc.show()
         sys.exit(getattr(exc, "exit_code", 2))
-    except KeyboardInterrupt:
-        typer.echo("interrupted: everything already written is kept; rerun the same command to resume", err=True)
+    except KeyboardInterrupt as exc:
+        from vfbench.cli.interrupt import interrupted_line
+
+        typer.echo(interrupted_line(exc, _ARGS), err=True)
         sys.exit(130)
     except VfbenchError as exc:
         if _debug(argv):
@@ -133,4 +166,9 @@ def main(argv=None) -> None:
     finally:  # ``--debug`` of one in-process call must not leak into the next one
         if debug_env is None:
             os.environ.pop("VFBENCH_DEBUG", None)
+        for key, value in thread_env.items():  # the chosen thread count is this call's, not the caller's
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     sys.exit(rv if isinstance(rv, int) else 0)
