@@ -206,7 +206,8 @@ def preview_gif(run: RunInfo) -> None:
         run.preview_note = "no complete sample set yet (vfbench sample RUN)"
 
 
-def control_grid_clips(generator, rows: int = GRID_ROWS, cols: int = GRID_COLS, seed: int = 0):
+def control_grid_clips(generator, rows: int = GRID_ROWS, cols: int = GRID_COLS, seed: int = 0,
+                       steps: Optional[int] = None):
     """VideoFusion clips on a rows x cols grid: clip (r, c) has base noise b_r and residual noise r_c.
 
     Rows share content (same base noise), columns share motion (same residual noise), the
@@ -223,25 +224,28 @@ def control_grid_clips(generator, rows: int = GRID_ROWS, cols: int = GRID_COLS, 
     resid = torch.randn((cols, cfg.frames, *frame), generator=gr)
     base_noise = base.repeat_interleave(cols, dim=0)           # [rows*cols, C, H, W], row-major
     residual_noise = resid.repeat(rows, 1, 1, 1, 1)            # [rows*cols, N, C, H, W]
+    extra = {} if steps is None else {"steps": steps}
     return generator.sample(rows * cols, generator=torch.Generator().manual_seed(seed),
-                            base_noise=base_noise, residual_noise=residual_noise)
+                            base_noise=base_noise, residual_noise=residual_noise, **extra)
 
 
-def control_grid(run: RunInfo, enabled: bool) -> None:
+def control_grid(run: RunInfo, enabled: bool, steps: Optional[int] = None) -> None:
+    """The content/motion grid of a VideoFusion run: from the cache, or sampled when ``enabled``
+    (opt-in: sampling it is the slowest part of a report)."""
     if run.generator != "videofusion" or run.is_base_pretraining or run.step <= 0:
         return
-    cached = run.dir / CACHE_DIR / f"control-grid-step{run.step}.gif"
+    cached = run.dir / CACHE_DIR / (f"control-grid-step{run.step}" + (f"-ss{steps}" if steps else "") + ".gif")
     if cached.is_file():
         run.control = cached.read_bytes()
         return
     if not enabled:
-        run.control_note = "not rendered (--no-control-grid)"
+        run.control_note = "not rendered (vfbench report --control-grid samples it)"
         return
     try:
         from vfbench.runs import load_run
 
         gen, _cfg = load_run(run.dir, ema=True)
-        clips = control_grid_clips(gen).numpy()
+        clips = control_grid_clips(gen, steps=steps).numpy()
         try:
             from vfbench.sampling import write_gif_grid
         except ImportError:
@@ -260,7 +264,7 @@ def control_grid(run: RunInfo, enabled: bool) -> None:
 
 
 def collect_runs(store: ResultsStore, records: Sequence[Dict[str, Any]], control: bool,
-                 log: Callable[[str], None]) -> List[RunInfo]:
+                 log: Callable[[str], None], sampling_steps: Optional[int] = None) -> List[RunInfo]:
     runs = []
     by_run: Dict[str, List[Dict[str, Any]]] = {}
     for r in records:
@@ -279,7 +283,7 @@ def collect_runs(store: ResultsStore, records: Sequence[Dict[str, Any]], control
         filmstrip_png(run)
         if run.generator == "videofusion" and not run.is_base_pretraining and control:
             log(f"report: content/motion grid for {run.name}")
-        control_grid(run, control)
+        control_grid(run, control, sampling_steps)
         runs.append(run)
     return runs
 
@@ -519,11 +523,12 @@ def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[
     return "\n".join(parts) + "\n"
 
 
-def build_report(store: ResultsStore, *, title: str = "vfbench report", control_grid: bool = True,
+def build_report(store: ResultsStore, *, title: str = "vfbench report", control_grid: bool = False,
+                 sampling_steps: Optional[int] = None,
                  log: Callable[[str], None] = lambda s: None) -> str:
     all_records = list(store.iter_records())
     records = latest_records(all_records)
-    runs = collect_runs(store, records, control_grid, log)
+    runs = collect_runs(store, records, control_grid, log, sampling_steps)
     tables = collect_tables(store, all_records)
     return render(store, runs, records, tables, collect_bench(store), title)
 

@@ -28,6 +28,7 @@ app = typer.Typer(
 
 
 _ARGS: list = []  # this call's command line (main sets it)
+_THREADS_LINE: list = []  # printed when a computing command starts (not for --help or a usage error)
 
 # Commands that compute: they say once how many threads they use (``ls``, ``data info``... do not).
 _HEAVY = {"train", "pretrain", "sample", "evaluate", "demo", "ablate", "compare", "report", "bench", "quality"}
@@ -51,9 +52,27 @@ def _root(
 
     choice = choose_threads(threads)
     apply_threads(choice)
-    asks_help = any(a in ("-h", "--help") for a in _ARGS)  # click has not parsed the subcommand's yet
-    if ctx.invoked_subcommand in _HEAVY and not asks_help and os.environ.get("RANK", "0") == "0":
-        typer.echo(choice.describe(), err=True)
+    _THREADS_LINE[:] = [choice.describe()] if os.environ.get("RANK", "0") == "0" else []
+
+
+def _no_type_beside_flags() -> None:
+    """Typer's rich help prints ``<bool>`` beside on/off flags, which take no value: show nothing there."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # pragma: no cover - older Typer: click's help, which has no type column
+        return
+    original = getattr(TyperOption, "display_type_rich", None)
+    if original is None or getattr(original, "_vfbench", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if getattr(self, "is_flag", False) else original(self, ctx)
+
+    display_type_rich._vfbench = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_type_beside_flags()
 
 
 # Each command module adds its commands to ``app`` (one module per command group).
@@ -105,14 +124,84 @@ def _parser_exceptions():
     return tuple(exits), tuple(aborts), tuple(clicks)
 
 
+def _announcing(callback):
+    def run(*args, **kwargs):
+        for line in _THREADS_LINE:
+            typer.echo(line, err=True)
+        _THREADS_LINE.clear()
+        return callback(*args, **kwargs)
+
+    return run
+
+
+def _announce_threads(command, heavy: bool = False) -> None:
+    """Computing commands print the thread line as they start: after their arguments parsed (a usage
+    error stays one line) and never for --help."""
+    subs = getattr(command, "commands", None)
+    if subs is None:
+        if heavy and command.callback is not None:
+            command.callback = _announcing(command.callback)
+        return
+    for name, sub in subs.items():
+        _announce_threads(sub, heavy or name in _HEAVY)
+
+
 def _invoke(args):
     """Parse and run like ``app(...)`` does, minus its wrapper, which turns Ctrl-C into a bare exit code
     and so loses what the interrupted work kept."""
     import typer.main
 
     command = typer.main.get_command(app)
+    _announce_threads(command)
     with command.make_context("vfbench", list(args)) as ctx:
         return command.invoke(ctx)
+
+
+def _option_value(opts) -> Optional[str]:
+    """The value given on this call's command line to an option named ``opts`` (for the message)."""
+    for i, arg in enumerate(_ARGS):
+        for o in opts:
+            if arg == o and i + 1 < len(_ARGS):
+                return _ARGS[i + 1]
+            if arg.startswith(o + "="):
+                return arg[len(o) + 1:]
+    return None
+
+
+def _usage_sentence(exc) -> str:
+    """A parser error (unknown command or option, bad value, missing argument) as one sentence with
+    the same shape as every other ``error:`` line: the problem, then the fix."""
+    from vfbench.errors import did_you_mean
+
+    ctx = getattr(exc, "ctx", None)
+    command = getattr(ctx, "command", None)
+    path = ctx.command_path if ctx is not None and ctx.command_path else "vfbench"
+    kind = type(exc).__name__
+    msg = " ".join(exc.format_message().split())
+    if msg.startswith("No such command") and hasattr(command, "commands"):
+        name = msg.split("'")[1] if "'" in msg else ""
+        msg = did_you_mean("command", name, [n for n, c in command.commands.items() if not c.hidden])
+    elif kind == "NoSuchOption" and command is not None:
+        import difflib
+
+        names = [o for p in command.params for o in (*p.opts, *p.secondary_opts) if o.startswith("--")]
+        close = difflib.get_close_matches(exc.option_name, names, n=2, cutoff=0.6)
+        msg = f"unknown option {exc.option_name}" + (f": did you mean {' or '.join(close)}?" if close else "")
+    elif kind == "BadParameter" and getattr(exc, "param", None) is not None and exc.param.opts:
+        param = exc.param  # click keeps the type in .type, Typer >= 0.2x in .type_descriptor
+        ann = getattr(getattr(param, "type_descriptor", None), "annotation", None)
+        type_name = getattr(getattr(param, "type", None), "name", None) or getattr(ann, "__name__", "")
+        what = {"integer": "a whole number", "int": "a whole number", "float": "a number"}.get(type_name)
+        value = _option_value(exc.param.opts)
+        if what and value is not None:
+            msg = f"{exc.param.opts[-1]} must be {what}, got {value!r}"
+    msg = msg[:1].lower() + msg[1:]
+    return f"{msg.rstrip('.')} (see {path} --help)"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as ``warning: <message>``: no source path, no code line (the CLI's one language)."""
+    typer.echo(f"warning: {message}", err=True)
 
 
 def main(argv=None) -> None:
@@ -120,6 +209,10 @@ def main(argv=None) -> None:
     debug_env = os.environ.get("VFBENCH_DEBUG")
     thread_env = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
     _ARGS[:] = sys.argv[1:] if argv is None else list(argv)
+    import warnings
+
+    shown_before = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         rv = _invoke(_ARGS)
     except exits as exc:
@@ -128,7 +221,7 @@ def main(argv=None) -> None:
         typer.echo("aborted", err=True)
         sys.exit(130)
     except clicks as exc:  # usage errors from the parser: unknown option, bad value, missing argument
-        exc.show()
+        typer.echo(f"error: {_usage_sentence(exc)}", err=True)
         sys.exit(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt as exc:
         from vfbench.cli.interrupt import interrupted_line
@@ -166,6 +259,7 @@ def main(argv=None) -> None:
     finally:  # ``--debug`` of one in-process call must not leak into the next one
         if debug_env is None:
             os.environ.pop("VFBENCH_DEBUG", None)
+        warnings.showwarning = shown_before
         for key, value in thread_env.items():  # the chosen thread count is this call's, not the caller's
             if value is None:
                 os.environ.pop(key, None)
