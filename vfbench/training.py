@@ -325,21 +325,26 @@ def check_not_training(run_dir: Path | str) -> None:
 
 def train(run_dir: Path | str, generator: nn.Module, dataset, cfg: TrainConfig, resume: bool = False,
           loss_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None, param_groups: Any = None,
-          progress: bool = True, *, model_name: Optional[str] = None) -> Dict[str, Any]:
+          progress: bool = True, *, model_name: Optional[str] = None, tensorboard: bool = False,
+          preview_every: Optional[int] = None) -> Dict[str, Any]:
     """Train ``generator`` on ``dataset`` for ``cfg.steps`` steps (total, counting resumed ones).
 
     ``loss_fn(batch) -> {"loss": ..., terms...}`` defaults to ``generator.loss``; ``param_groups``
     (a list, or a callable ``lr -> list``) defaults to ``generator.param_groups``. Returns the
     summary also written to ``summary.json``. The run folder is locked while training (rank 0):
-    a second trainer of the same run fails at once with ``LockHeld``.
+    a second trainer of the same run fails at once with ``LockHeld``. ``tensorboard``: also write
+    TensorBoard events to ``run_dir/tensorboard`` (vfbench.tensorboard_log), with sample previews every
+    ``preview_every`` steps (default ``cfg.ckpt_every``; 0: none).
     """
     cfg.validate()
     lock = run_lock(run_dir) if dist_info().is_main else contextlib.nullcontext()
     with lock:
-        return _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name)
+        return _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name,
+                      tensorboard, preview_every)
 
 
-def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name):
+def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name,
+           tensorboard=False, preview_every=None):
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
@@ -413,6 +418,12 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     autocast = (lambda: torch.autocast(device_type=device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
 
+    tb = None
+    if tensorboard and info.is_main:
+        from vfbench.tensorboard_log import TensorBoardLog
+
+        tb = TensorBoardLog(run_dir / "tensorboard", cfg.ckpt_every if preview_every is None else preview_every,
+                            seed=cfg.seed, resume_step=start)
     bar = None
     if progress and info.is_main and start < cfg.steps:
         from tqdm.auto import tqdm
@@ -493,18 +504,25 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
                            "steps_per_s": sps, "time": elapsed0 + now - t0})
                 if bar is not None:
                     bar.set_postfix(loss=f"{last_logged['loss']:.4g}", refresh=False)
+                if tb is not None:
+                    tb.scalars(step, last_logged, {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)},
+                               ema.current_decay())
                 acc, t_log, steps_since_log = {}, now, 0
             if bar is not None:
                 bar.update(1)
 
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
                 save(step)
+            if tb is not None:
+                tb.maybe_preview(step, model, ema, last=step == cfg.steps)
             if any_flag(stop.requested, device, info):  # Ctrl-C: the step is complete, keep it and stop
                 interrupted = True
                 break
     finally:
         if bar is not None:
             bar.close()
+        if tb is not None:
+            tb.close()
         stop_ctx.__exit__(None, None, None)
     if interrupted:
         from vfbench.errors import Interrupted

@@ -182,6 +182,8 @@ def train_cmd(
     prediction: Optional[str] = typer.Option(None, "--prediction", show_default="the recipe's", help="What the nets predict: x0, v or eps (overrides the recipe)."),
     residual_condition: Optional[str] = typer.Option(None, "--residual-condition", show_default="the recipe's", help="VideoFusion: keyframe_x0, keyframe_latent or none (overrides the recipe)."),
     residual_temporal: Optional[bool] = typer.Option(None, "--residual-temporal/--residual-per-frame", show_default="the recipe's", help="VideoFusion: residual generator with temporal attention across frames (default recipe) or the paper's per-frame 2D net."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log loss terms, learning rates, EMA decay and sample previews for TensorBoard (RUN/tensorboard; needs the tensorboard package)."),
+    preview_every: Optional[int] = typer.Option(None, "--preview-every", show_default="--ckpt-every", help="With --tensorboard: sample a preview filmstrip every N steps (0: none)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Train a generator on a dataset; checkpoints, log.csv and summary.json go to the run folder.
@@ -194,6 +196,16 @@ def train_cmd(
 
     if resume and force:
         raise UsageError("--resume and --force contradict each other; pass one of them")
+    if preview_every is not None and preview_every < 0:
+        raise UsageError(f"--preview-every must be 0 (no previews) or a positive number of steps, got {preview_every}")
+    if tensorboard:
+        from vfbench.tensorboard_log import TensorBoardLog  # noqa: F401  (a missing package fails here, before any work)
+
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard"
+                             " (or the extra: pip install -e \".[tensorboard]\")")
     if pretrain_base_steps is not None and base_init is not None:
         raise UsageError("pass either --pretrain-base-steps or --base-init, not both")
     if pretrain_base_steps is not None:
@@ -249,7 +261,10 @@ def train_cmd(
                                  progress=progress, dataset_info=setup.dataset_kwargs,
                                  artefact=run_dir / "base-pretrain.pt")
         typer.echo(f"pretrained base: {artefact}", err=True)
-    summary = train(run_dir, gen, setup.dataset, setup.train_cfg, resume=resume, progress=progress)
+    if tensorboard and info_rank() == 0:
+        typer.echo(f"tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}", err=True)
+    summary = train(run_dir, gen, setup.dataset, setup.train_cfg, resume=resume, progress=progress,
+                    tensorboard=tensorboard, preview_every=preview_every)
     if info_rank() == 0:  # one report per job under torchrun
         _report(summary)
         typer.echo(str(run_dir))
