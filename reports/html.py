@@ -342,6 +342,10 @@ code{background:#f3f5f7;padding:1px 4px;border-radius:3px;font-size:12px}
 max-width:560px}.card img{image-rendering:pixelated;max-width:100%}
 img.plot{max-width:100%;border:1px solid #eef0f2}
 .warn{background:#fdecea;border-left:4px solid #d93025;padding:6px 10px;font-size:13px}
+.scroll{max-width:100%;overflow-x:auto;-webkit-overflow-scrolling:touch}
+img{max-width:100%;height:auto}code{overflow-wrap:anywhere}
+@media (max-width:600px){body{margin:12px auto;padding:0 8px}.cards{gap:8px}.card{max-width:100%;padding:4px}
+h1{font-size:1.3em}}
 """
 
 
@@ -388,7 +392,9 @@ def _table(head: Sequence[str], rows: Sequence[str], left: int = 1, paper_from: 
     for i, h in enumerate(head):
         cls = "l" if i < left else ("paper" if paper_from is not None and i >= paper_from else "")
         ths.append(f'<th class="{cls}">{e(h)}</th>' if cls else f"<th>{e(h)}</th>")
-    return "<table><thead><tr>" + "".join(ths) + "</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table>"
+    # in a horizontal-scroll box: a wide table scrolls inside it on a phone instead of widening the page
+    return ('<div class="scroll"><table><thead><tr>' + "".join(ths) + "</tr></thead><tbody>" + "\n".join(rows)
+            + "</tbody></table></div>")
 
 
 def _records_table(records: Sequence[Dict[str, Any]]) -> str:
