@@ -152,11 +152,11 @@ def test_decoder_noise_is_folded_into_one_warning_with_full_reasons(tmp_path, ca
     assert any(ln.strip().startswith("train/short: too short: 3 frames") for ln in lines)
 
 
-def test_warnings_print_as_one_warning_line(capsys):
-    from vfbench.cli import _show_warning
+def test_warnings_print_as_one_warning_line():
+    from vfbench.cli import _format_warning
 
-    _show_warning(UserWarning("shapes train: skipped 1"), UserWarning, "/x/y.py", 3)
-    assert capsys.readouterr().err == "warning: shapes train: skipped 1\n"
+    assert _format_warning(UserWarning("shapes train: skipped 1"), UserWarning, "/x/y.py", 3,
+                           "warnings.warn(...)") == "warning: shapes train: skipped 1\n"
 
 
 def test_score_direction_is_an_arrow_and_explained():

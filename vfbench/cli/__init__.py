@@ -199,9 +199,9 @@ def _usage_sentence(exc) -> str:
     return f"{msg.rstrip('.')} (see {path} --help)"
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _format_warning(message, category, filename, lineno, line=None) -> str:
     """A warning as ``warning: <message>``: no source path, no code line (the CLI's one language)."""
-    typer.echo(f"warning: {message}", err=True)
+    return f"warning: {message}\n"
 
 
 def main(argv=None) -> None:
@@ -211,8 +211,9 @@ def main(argv=None) -> None:
     _ARGS[:] = sys.argv[1:] if argv is None else list(argv)
     import warnings
 
-    shown_before = warnings.showwarning
-    warnings.showwarning = _show_warning
+    # the format, not the display: warnings recorded by a caller (catch_warnings(record=True)) stay recorded
+    format_before = warnings.formatwarning
+    warnings.formatwarning = _format_warning
     try:
         rv = _invoke(_ARGS)
     except exits as exc:
@@ -259,7 +260,7 @@ def main(argv=None) -> None:
     finally:  # ``--debug`` of one in-process call must not leak into the next one
         if debug_env is None:
             os.environ.pop("VFBENCH_DEBUG", None)
-        warnings.showwarning = shown_before
+        warnings.formatwarning = format_before
         for key, value in thread_env.items():  # the chosen thread count is this call's, not the caller's
             if value is None:
                 os.environ.pop(key, None)
