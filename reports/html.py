@@ -206,7 +206,8 @@ def preview_gif(run: RunInfo) -> None:
         run.preview_note = "no complete sample set yet (vfbench sample RUN)"
 
 
-def control_grid_clips(generator, rows: int = GRID_ROWS, cols: int = GRID_COLS, seed: int = 0):
+def control_grid_clips(generator, rows: int = GRID_ROWS, cols: int = GRID_COLS, seed: int = 0,
+                       steps: Optional[int] = None):
     """VideoFusion clips on a rows x cols grid: clip (r, c) has base noise b_r and residual noise r_c.
 
     Rows share content (same base noise), columns share motion (same residual noise), the
@@ -223,25 +224,28 @@ def control_grid_clips(generator, rows: int = GRID_ROWS, cols: int = GRID_COLS, 
     resid = torch.randn((cols, cfg.frames, *frame), generator=gr)
     base_noise = base.repeat_interleave(cols, dim=0)           # [rows*cols, C, H, W], row-major
     residual_noise = resid.repeat(rows, 1, 1, 1, 1)            # [rows*cols, N, C, H, W]
+    extra = {} if steps is None else {"steps": steps}
     return generator.sample(rows * cols, generator=torch.Generator().manual_seed(seed),
-                            base_noise=base_noise, residual_noise=residual_noise)
+                            base_noise=base_noise, residual_noise=residual_noise, **extra)
 
 
-def control_grid(run: RunInfo, enabled: bool) -> None:
+def control_grid(run: RunInfo, enabled: bool, steps: Optional[int] = None) -> None:
+    """The content/motion grid of a VideoFusion run: from the cache, or sampled when ``enabled``
+    (opt-in: sampling it is the slowest part of a report)."""
     if run.generator != "videofusion" or run.is_base_pretraining or run.step <= 0:
         return
-    cached = run.dir / CACHE_DIR / f"control-grid-step{run.step}.gif"
+    cached = run.dir / CACHE_DIR / (f"control-grid-step{run.step}" + (f"-ss{steps}" if steps else "") + ".gif")
     if cached.is_file():
         run.control = cached.read_bytes()
         return
     if not enabled:
-        run.control_note = "not rendered (--no-control-grid)"
+        run.control_note = "not rendered (vfbench report --control-grid samples it)"
         return
     try:
         from vfbench.runs import load_run
 
         gen, _cfg = load_run(run.dir, ema=True)
-        clips = control_grid_clips(gen).numpy()
+        clips = control_grid_clips(gen, steps=steps).numpy()
         try:
             from vfbench.sampling import write_gif_grid
         except ImportError:
@@ -260,7 +264,7 @@ def control_grid(run: RunInfo, enabled: bool) -> None:
 
 
 def collect_runs(store: ResultsStore, records: Sequence[Dict[str, Any]], control: bool,
-                 log: Callable[[str], None]) -> List[RunInfo]:
+                 log: Callable[[str], None], sampling_steps: Optional[int] = None) -> List[RunInfo]:
     runs = []
     by_run: Dict[str, List[Dict[str, Any]]] = {}
     for r in records:
@@ -279,7 +283,7 @@ def collect_runs(store: ResultsStore, records: Sequence[Dict[str, Any]], control
         filmstrip_png(run)
         if run.generator == "videofusion" and not run.is_base_pretraining and control:
             log(f"report: content/motion grid for {run.name}")
-        control_grid(run, control)
+        control_grid(run, control, sampling_steps)
         runs.append(run)
     return runs
 
@@ -338,6 +342,10 @@ code{background:#f3f5f7;padding:1px 4px;border-radius:3px;font-size:12px}
 max-width:560px}.card img{image-rendering:pixelated;max-width:100%}
 img.plot{max-width:100%;border:1px solid #eef0f2}
 .warn{background:#fdecea;border-left:4px solid #d93025;padding:6px 10px;font-size:13px}
+.scroll{max-width:100%;overflow-x:auto;-webkit-overflow-scrolling:touch}
+img{max-width:100%;height:auto}code{overflow-wrap:anywhere}
+@media (max-width:600px){body{margin:12px auto;padding:0 8px}.cards{gap:8px}.card{max-width:100%;padding:4px}
+h1{font-size:1.3em}}
 """
 
 
@@ -384,7 +392,9 @@ def _table(head: Sequence[str], rows: Sequence[str], left: int = 1, paper_from: 
     for i, h in enumerate(head):
         cls = "l" if i < left else ("paper" if paper_from is not None and i >= paper_from else "")
         ths.append(f'<th class="{cls}">{e(h)}</th>' if cls else f"<th>{e(h)}</th>")
-    return "<table><thead><tr>" + "".join(ths) + "</tr></thead><tbody>" + "\n".join(rows) + "</tbody></table>"
+    # in a horizontal-scroll box: a wide table scrolls inside it on a phone instead of widening the page
+    return ('<div class="scroll"><table><thead><tr>' + "".join(ths) + "</tr></thead><tbody>" + "\n".join(rows)
+            + "</tbody></table></div>")
 
 
 def _records_table(records: Sequence[Dict[str, Any]]) -> str:
@@ -519,11 +529,12 @@ def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[
     return "\n".join(parts) + "\n"
 
 
-def build_report(store: ResultsStore, *, title: str = "vfbench report", control_grid: bool = True,
+def build_report(store: ResultsStore, *, title: str = "vfbench report", control_grid: bool = False,
+                 sampling_steps: Optional[int] = None,
                  log: Callable[[str], None] = lambda s: None) -> str:
     all_records = list(store.iter_records())
     records = latest_records(all_records)
-    runs = collect_runs(store, records, control_grid, log)
+    runs = collect_runs(store, records, control_grid, log, sampling_steps)
     tables = collect_tables(store, all_records)
     return render(store, runs, records, tables, collect_bench(store), title)
 

@@ -65,3 +65,44 @@ def test_report_renders_in_chromium(tmp_path):
     assert "ablate-lambda-0.50-shapes-s0" in text
     assert "<script" not in text.lower()          # the hostile run name stayed text
     assert text.count('src="data:image/') >= 6     # plots and sample GIFs made it into the DOM
+
+
+# Measures the report as laid out at a given viewport width: the report goes, unchanged, into an iframe
+# of that width (headless Chromium's own window cannot be narrower than about 500 px); a script of the
+# outer page checks that the report does not scroll sideways and that no element outside a
+# horizontal-scroll box sticks out of the viewport (a wide table scrolls inside its box).
+_PROBE = """<!doctype html><html><body style="margin:0">
+<iframe id="f" style="width:%dpx;height:900px;border:0" srcdoc="%s"></iframe>
+<script>
+document.getElementById('f').addEventListener('load', (ev) => {
+  const d = ev.target.contentDocument, vw = d.documentElement.clientWidth, bad = [];
+  for (const el of d.body.querySelectorAll('*')) {
+    if (el.closest('.scroll') && !el.classList.contains('scroll')) continue;
+    const r = el.getBoundingClientRect();
+    if (r.width > 0 && (r.right > vw + 1 || r.left < -1)) bad.push(el.tagName + '.' + el.className + ' ' + Math.round(r.right));
+  }
+  document.body.setAttribute('data-layout', JSON.stringify({vw, page: d.documentElement.scrollWidth, bad}));
+});
+</script></body></html>"""
+
+
+@pytest.mark.parametrize("width", [390, 1400])
+def test_nothing_is_wider_than_the_viewport(tmp_path, width):
+    import html
+    import json
+    import re
+
+    from test_report import make_store
+
+    store = make_store(tmp_path / "results")
+    text = report_html.build_report(store, control_grid=False)
+    page = tmp_path / "probe.html"
+    page.write_text(_PROBE % (width, html.escape(text, quote=True)), encoding="utf-8")
+    out = _chromium(page.resolve().as_uri(), tmp_path / "profile", "--dump-dom", f"--window-size={width + 100},1000",
+                    "--virtual-time-budget=5000")
+    assert out.returncode == 0, out.stderr[-2000:]
+    m = re.search(r"data-layout=\"([^\"]*)\"", out.stdout)
+    assert m, "the probe did not run"
+    layout = json.loads(html.unescape(m.group(1)))
+    assert width - 20 <= layout["vw"] <= width and layout["page"] <= layout["vw"], layout  # less its scrollbar
+    assert not layout["bad"], layout["bad"][:10]

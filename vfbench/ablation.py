@@ -258,6 +258,7 @@ class AblateConfig(ExpandOptions):
     num_samples: Optional[int] = None         # None: the protocol's own counts (256 for mini)
     sample_seed: int = 0
     sample_batch: int = 16
+    sampling_steps: Optional[int] = None      # DDIM steps when sampling (None: each run's own config)
     values: Optional[List[float]] = None      # lambda ablation: the lambdas (default the paper's four)
 
     def split(self):
@@ -271,11 +272,13 @@ class AblateConfig(ExpandOptions):
         if self.num_samples is not None:
             check_positive("--num-samples", self.num_samples)
         check_positive("--sample-batch", self.sample_batch)
+        if self.sampling_steps is not None:
+            check_positive("--sampling-steps", self.sampling_steps)
         check_seed(self.sample_seed, "sample_seed")
         names = {f.name for f in dataclasses.fields(ExpandOptions)}
         opts = ExpandOptions(**{k: getattr(self, k) for k in names}).validate()
         ev = EvalPlan(protocol=self.protocol, num_samples=self.num_samples, sample_seed=self.sample_seed,
-                      sample_batch=self.sample_batch)
+                      sample_batch=self.sample_batch, sampling_steps=self.sampling_steps)
         return opts, ev
 
 
@@ -348,7 +351,7 @@ def run_demo(store, cfg: DemoConfig, *, progress: bool = True, log=print, status
         else:
             from vfbench.reports.html import write_report
 
-            path = write_report(store, title="vfbench demo" + (" (quick)" if cfg.quick else ""),
+            path = write_report(store, title="vfbench demo" + (" (quick)" if cfg.quick else ""), control_grid=True,
                                 log=bar.write if progress else (lambda s: None))
             continue
         log(table.to_markdown())

@@ -73,3 +73,14 @@ def check_positive(option: str, value):
     if not isinstance(value, (int, float)) or value != value or value <= 0:
         raise UsageError(f"{option} must be a positive number, got {value!r}")
     return value
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, raised after the interrupted work saved what it could; ``kept`` says what, in one clause.
+
+    A ``KeyboardInterrupt`` so that everything which already treats Ctrl-C as "stop now" still does.
+    """
+
+    def __init__(self, kept: str):
+        super().__init__(kept)
+        self.kept = kept

@@ -94,11 +94,14 @@ class EvalPlan:
     num_samples: Optional[int] = None         # None: the metrics' own counts; else resized copies
     sample_seed: int = 0
     sample_batch: int = 16
+    sampling_steps: Optional[int] = None      # None: each run's own config (its sampling_steps)
 
     def tag(self, num: int, steps: int) -> str:
         # The checkpoint step is part of the tag: extending a run makes a new sample set and so
-        # new records, instead of reusing samples from the shorter run.
-        return f"{self.protocol}-n{num}-seed{self.sample_seed}-step{steps}"
+        # new records, instead of reusing samples from the shorter run. So are the sampling steps
+        # when given: samples drawn with other steps are another sample set, not the same one.
+        ss = "" if self.sampling_steps is None else f"-ss{self.sampling_steps}"
+        return f"{self.protocol}-n{num}-seed{self.sample_seed}-step{steps}{ss}"
 
 
 @dataclass
@@ -299,10 +302,12 @@ def train_step(store: ResultsStore, plan: RunPlan, progress: bool = True) -> Pat
     return run_dir
 
 
-def sample_step(run_dir: Path, num: int, seed: int, batch_size: int, tag: str, progress: bool = True) -> Path:
+def sample_step(run_dir: Path, num: int, seed: int, batch_size: int, tag: str, progress: bool = True,
+                **controls) -> Path:
     from vfbench.sampling import sample_run
 
-    return Path(sample_run(run_dir, num=num, seed=seed, batch_size=batch_size, tag=tag, progress=progress))
+    return Path(sample_run(run_dir, num=num, seed=seed, batch_size=batch_size, tag=tag, progress=progress,
+                           **controls))
 
 
 def evaluate_step(store: ResultsStore, run_dir: Path, samples_dir: Path, specs: Sequence[Any],
@@ -342,7 +347,8 @@ def execute(store: ResultsStore, plan: RunPlan, ev: EvalPlan,
         log(f"{plan.name}: {num} samples exist ({tag}), skipping sampling")
     else:
         log(f"{plan.name}: sampling {num} clips ({tag})")
-        samples_dir = Path(sample_step(run_dir, num, ev.sample_seed, ev.sample_batch, tag, progress))
+        controls = {} if ev.sampling_steps is None else {"steps": ev.sampling_steps}
+        samples_dir = Path(sample_step(run_dir, num, ev.sample_seed, ev.sample_batch, tag, progress, **controls))
         out.sampled = True
     out.samples_dir = samples_dir
 

@@ -99,6 +99,46 @@ def _shard_ok(path: Path, n: int) -> bool:
         return False
 
 
+# Config field names accepted as sampling controls: a config says ``sampling_steps``, the generators'
+# ``sample`` says ``steps``; either name works on the command line.
+CONTROL_ALIASES = {"sampling_steps": "steps"}
+
+
+def normalise_controls(controls: Dict[str, Any]) -> Dict[str, Any]:
+    """``controls`` under the generators' names (``sampling_steps`` -> ``steps``); both names at once is refused."""
+    out = dict(controls)
+    for alias, name in CONTROL_ALIASES.items():
+        if alias in out:
+            if name in out and out[name] != out[alias]:
+                raise UsageError(f"--control {alias}={out[alias]} and {name}={out[name]} name the same setting;"
+                                 f" pass one of them")
+            out[name] = out.pop(alias)
+    return out
+
+
+def check_controls(gen: Any, controls: Dict[str, Any], long: bool) -> None:
+    """Refuse a control the generator does not take, before any sampling starts.
+
+    The names are the keyword parameters of ``sample`` (and of ``sample_long`` for long videos). A
+    generator whose ``sample`` takes ``**kwargs`` under another name than ``unknown`` (the built-in
+    generators' name for "refused") may accept anything, so it is left to refuse for itself."""
+    import inspect
+
+    names, open_ended = set(), False
+    for method in (gen.sample, gen.sample_long) if long else (gen.sample,):
+        for p in inspect.signature(method).parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                open_ended |= p.name != "unknown" and method is gen.sample
+            elif p.name not in ("n", "length", "generator"):
+                names.add(p.name)
+    unknown = sorted(set(controls) - names)
+    if unknown and not open_ended:
+        from vfbench.errors import did_you_mean
+
+        raise UsageError(f"--control {unknown[0]}: " + did_you_mean("sampling control", unknown[0],
+                                                                     sorted(names | set(CONTROL_ALIASES))))
+
+
 def default_tag(step: int, seed: int, num: int, ema: bool, length: Optional[int] = None) -> str:
     return f"step{step}-seed{seed}-n{num}" + ("" if ema else "-raw") + ("" if length is None else f"-len{length}")
 
@@ -130,7 +170,9 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
     wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     info = init_distributed(torch.device("cuda" if wants_cuda else "cpu")) if dist_info().enabled else dist_info()
     dev = resolve_device(device, info.local_rank)
+    controls = normalise_controls(controls)
     gen, run_cfg = load_run(run_dir, ema=ema, checkpoint=checkpoint, device=dev)
+    check_controls(gen, controls, long=length is not None)
     tag = tag or default_tag(run_cfg["step"], seed, num, ema, length)
     if not _TAG_RE.match(tag):
         raise UsageError(f"--tag {tag!r} is not valid: use letters, digits and . _ = + - (at most 128)")
@@ -192,6 +234,11 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
             _save_npy(out / shard_name(i), arr)
             if bar is not None:
                 bar.update(counts[i])
+    except KeyboardInterrupt:
+        from vfbench.errors import Interrupted
+
+        done = sum((out / shard_name(i)).is_file() for i in range(len(counts)))  # shards are written atomically
+        raise Interrupted(f"{done} of {len(counts)} sample shards in {out}") from None
     except Exception:
         # a request the generator refuses (an unknown sampler, a bad control) must not leave an empty
         # folder whose manifest blocks the corrected request under the same tag

@@ -325,21 +325,26 @@ def check_not_training(run_dir: Path | str) -> None:
 
 def train(run_dir: Path | str, generator: nn.Module, dataset, cfg: TrainConfig, resume: bool = False,
           loss_fn: Optional[Callable[[Dict[str, Any]], Dict[str, Any]]] = None, param_groups: Any = None,
-          progress: bool = True, *, model_name: Optional[str] = None) -> Dict[str, Any]:
+          progress: bool = True, *, model_name: Optional[str] = None, tensorboard: bool = False,
+          preview_every: Optional[int] = None) -> Dict[str, Any]:
     """Train ``generator`` on ``dataset`` for ``cfg.steps`` steps (total, counting resumed ones).
 
     ``loss_fn(batch) -> {"loss": ..., terms...}`` defaults to ``generator.loss``; ``param_groups``
     (a list, or a callable ``lr -> list``) defaults to ``generator.param_groups``. Returns the
     summary also written to ``summary.json``. The run folder is locked while training (rank 0):
-    a second trainer of the same run fails at once with ``LockHeld``.
+    a second trainer of the same run fails at once with ``LockHeld``. ``tensorboard``: also write
+    TensorBoard events to ``run_dir/tensorboard`` (vfbench.tensorboard_log), with sample previews every
+    ``preview_every`` steps (default ``cfg.ckpt_every``; 0: none).
     """
     cfg.validate()
     lock = run_lock(run_dir) if dist_info().is_main else contextlib.nullcontext()
     with lock:
-        return _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name)
+        return _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name,
+                      tensorboard, preview_every)
 
 
-def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name):
+def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, progress, model_name,
+           tensorboard=False, preview_every=None):
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     wants_cuda = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
@@ -413,6 +418,12 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
     rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
     autocast = (lambda: torch.autocast(device_type=device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
 
+    tb = None
+    if tensorboard and info.is_main:
+        from vfbench.tensorboard_log import TensorBoardLog
+
+        tb = TensorBoardLog(run_dir / "tensorboard", cfg.ckpt_every if preview_every is None else preview_every,
+                            seed=cfg.seed, resume_step=start)
     bar = None
     if progress and info.is_main and start < cfg.steps:
         from tqdm.auto import tqdm
@@ -423,6 +434,32 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
     acc: Dict[str, torch.Tensor] = {}
     last_logged: Dict[str, float] = {}
     step = start
+    saved_step = start if resumed_from is not None else None
+    interrupted = False
+
+    def save(at: int) -> None:
+        nonlocal last_ckpt, saved_step
+        params = list(model.parameters())
+        if any_flag(not _all_finite(params), device, info):  # never save a poisoned model
+            raise _diverged("model weights", at, "non-finite", last_ckpt, cfg.lr)
+        if info.is_main:
+            last_ckpt = save_checkpoint(ckpt_dir, {
+                "step": at, "generator": name, "generator_config": gen_config,
+                "model": model.state_dict(), "ema": ema.state_dict(), "ema_updates": ema.num_updates, "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict() if use_scaler else {}, "rng": capture_rng_state(),
+                "data_order": sampler.state(at), "train": to_dict(cfg),
+                "elapsed_s": elapsed0 + time.perf_counter() - t0, "world_size": info.world_size,
+                "loss": last_logged.get("loss"),
+            }, keep=cfg.keep_checkpoints, final=at == cfg.steps)
+        else:
+            last_ckpt = ckpt_dir / f"step-{at:07d}.pt"
+        saved_step = at
+        barrier(info)
+
+    from vfbench.interrupt import deferred_sigint
+
+    stop_ctx = deferred_sigint()
+    stop = stop_ctx.__enter__()
     model.train()
     try:
         for step_idx, batch in zip(range(start, cfg.steps), loader):
@@ -467,29 +504,34 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
                            "steps_per_s": sps, "time": elapsed0 + now - t0})
                 if bar is not None:
                     bar.set_postfix(loss=f"{last_logged['loss']:.4g}", refresh=False)
+                if tb is not None:
+                    tb.scalars(step, last_logged, {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)},
+                               ema.current_decay())
                 acc, t_log, steps_since_log = {}, now, 0
             if bar is not None:
                 bar.update(1)
 
             if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                params = list(model.parameters())
-                if any_flag(not _all_finite(params), device, info):  # never save a poisoned model
-                    raise _diverged("model weights", step, "non-finite", last_ckpt, cfg.lr)
-                if info.is_main:
-                    last_ckpt = save_checkpoint(ckpt_dir, {
-                        "step": step, "generator": name, "generator_config": gen_config,
-                        "model": model.state_dict(), "ema": ema.state_dict(), "ema_updates": ema.num_updates, "optimizer": opt.state_dict(),
-                        "scaler": scaler.state_dict() if use_scaler else {}, "rng": capture_rng_state(),
-                        "data_order": sampler.state(step), "train": to_dict(cfg),
-                        "elapsed_s": elapsed0 + time.perf_counter() - t0, "world_size": info.world_size,
-                        "loss": last_logged.get("loss"),
-                    }, keep=cfg.keep_checkpoints, final=step == cfg.steps)
-                else:
-                    last_ckpt = ckpt_dir / f"step-{step:07d}.pt"
-                barrier(info)
+                save(step)
+            if tb is not None:
+                tb.maybe_preview(step, model, ema, last=step == cfg.steps)
+            if any_flag(stop.requested, device, info):  # Ctrl-C: the step is complete, keep it and stop
+                interrupted = True
+                break
     finally:
         if bar is not None:
             bar.close()
+        if tb is not None:
+            tb.close()
+        stop_ctx.__exit__(None, None, None)
+    if interrupted:
+        from vfbench.errors import Interrupted
+
+        if step > start and saved_step != step:
+            save(step)
+        where = f"checkpoint at step {step} of {cfg.steps} in {ckpt_dir}" if step > start or last_ckpt else \
+            "no step completed and no checkpoint existed"
+        raise Interrupted(where)
 
     wall = time.perf_counter() - t0
     done = step - start

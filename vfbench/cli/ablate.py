@@ -13,23 +13,25 @@ app.add_typer(ablate_app, name="ablate")
 
 
 # Options shared by every command here (None = not given: the config file or the default decides).
-DATASET = typer.Option(None, "--dataset", help="dataset to train and score on (default shapes)")
-DATA_ROOT = typer.Option(None, "--data-root", help="folder of a real dataset")
-PROTOCOL = typer.Option(None, "--protocol", help="mini (CPU scale, default) or paper")
-STEPS = typer.Option(None, "--steps", help="training steps of every run (default 300)")
-PRESET = typer.Option(None, "--preset", help="model size: tiny, small (default) or paper")
-SEEDS = typer.Option(None, "--seeds", help="repeat each variant with K seeds (mean ± std)")
-NUM_SAMPLES = typer.Option(None, "--num-samples", help="generated clips per run (default: the protocol's)")
-FRAMES = typer.Option(None, "--frames", help="clip length (default 16)")
-SIZE = typer.Option(None, "--size", help="frame size in pixels (default 64)")
-BATCH_SIZE = typer.Option(None, "--batch-size", help="training batch size (default: the trainer's)")
-LR = typer.Option(None, "--lr", help="learning rate (default: the trainer's 1e-4)")
-SAMPLE_BATCH = typer.Option(None, "--sample-batch", help="clips per sampling batch (default 16)")
-PREFIX = typer.Option(None, "--prefix", help="run-name prefix (default ablate-<name> / compare)")
-RESULTS = typer.Option(None, "--results", help="results directory (default $VFBENCH_HOME or ./vfbench-results)")
-CONFIG = typer.Option(None, "--config", help="YAML/TOML/JSON file with any of these options")
+DATASET = typer.Option(None, "--dataset", help="dataset to train and score on", show_default='shapes')
+DATA_ROOT = typer.Option(None, "--data-root", show_default='none (built-in dataset)', help="folder of a real dataset")
+PROTOCOL = typer.Option(None, "--protocol", show_default='mini', help="mini (CPU scale, default) or paper")
+STEPS = typer.Option(None, "--steps", help="training steps of every run", show_default='300')
+PRESET = typer.Option(None, "--preset", show_default='small', help="model size: tiny, small (default) or paper")
+SEEDS = typer.Option(None, "--seeds", show_default='1', help="repeat each variant with K seeds (mean ± std)")
+NUM_SAMPLES = typer.Option(None, "--num-samples", help="generated clips per run", show_default="the protocol's")
+FRAMES = typer.Option(None, "--frames", help="clip length", show_default='16')
+SIZE = typer.Option(None, "--size", help="frame size in pixels", show_default='64')
+BATCH_SIZE = typer.Option(None, "--batch-size", help="training batch size", show_default="the trainer's")
+LR = typer.Option(None, "--lr", help="learning rate", show_default="the trainer's 1e-4")
+SAMPLE_BATCH = typer.Option(None, "--sample-batch", help="clips per sampling batch", show_default='16')
+PREFIX = typer.Option(None, "--prefix", help="run-name prefix", show_default='ablate-<name> / compare')
+RESULTS = typer.Option(None, "--results", help="results directory", show_default='$VFBENCH_HOME or ./vfbench-results')
+CONFIG = typer.Option(None, "--config", show_default='none', help="YAML/TOML/JSON file with any of these options")
+SAMPLING_STEPS = typer.Option(None, "--sampling-steps", show_default="each run's sampling_steps",
+                              help="DDIM steps when sampling (a sample set of its own: tag -ss<N>)")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show progress bars")
-PRETRAIN_STEPS = typer.Option(None, "--pretrain-steps", help="image-DPM pretraining steps of the base (default = --steps)")
+PRETRAIN_STEPS = typer.Option(None, "--pretrain-steps", help="image-DPM pretraining steps of the base", show_default='= --steps')
 
 
 def _run(spec_name: str, common: Dict[str, Any], extra: Optional[Dict[str, Any]] = None,
@@ -67,11 +69,12 @@ def _values(text: Optional[str]):
 
 @ablate_app.command("lambda")
 def lambda_cmd(
-    values: Optional[str] = typer.Option(None, "--values", help="comma-separated lambdas (default 0.10,0.25,0.50,0.75)"),
+    values: Optional[str] = typer.Option(None, "--values", help="comma-separated lambdas", show_default='0.10,0.25,0.50,0.75'),
     dataset: Optional[str] = DATASET, data_root: Optional[str] = DATA_ROOT, protocol: Optional[str] = PROTOCOL,
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
     batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
+    sampling_steps: Optional[int] = SAMPLING_STEPS,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):
@@ -90,6 +93,7 @@ def pretrain_cmd(
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
     batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
+    sampling_steps: Optional[int] = SAMPLING_STEPS,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):
@@ -108,6 +112,7 @@ def stopgrad_cmd(
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
     batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
+    sampling_steps: Optional[int] = SAMPLING_STEPS,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):
@@ -125,6 +130,7 @@ def vidm_cmd(
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
     batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
+    sampling_steps: Optional[int] = SAMPLING_STEPS,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):
@@ -141,6 +147,7 @@ def compare_cmd(
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
     batch_size: Optional[int] = BATCH_SIZE, sample_batch: Optional[int] = SAMPLE_BATCH, lr: Optional[float] = LR,
+    sampling_steps: Optional[int] = SAMPLING_STEPS,
     prefix: Optional[str] = PREFIX, results: Optional[str] = RESULTS, config: Optional[str] = CONFIG,
     progress: bool = PROGRESS,
 ):

@@ -36,7 +36,7 @@ def efficiency_cmd(
     threads: int = typer.Option(1, "--threads", help="CPU threads (0: torch's default)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),
     seed: int = typer.Option(0, "--seed", help="seed of the inputs and weights"),
-    out: Optional[str] = typer.Option(None, "--out", help="JSON result (default <results>/bench/efficiency.json)"),
+    out: Optional[str] = typer.Option(None, "--out", help="JSON result", show_default='<results>/bench/efficiency.json'),
 ):
     """VideoFusion vs VDM on the same base U-Net: step/sample latency, training step, peak memory (Table 4).
 

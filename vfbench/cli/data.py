@@ -20,8 +20,8 @@ def prepare_cmd(
     cache: bool = typer.Option(False, "--cache/--no-cache", help="also pre-decode every frame into a uint8 memory-mapped cache"),
     size: int = typer.Option(64, "--size", help="protocol frame size of the cache (pixels)"),
     frames: int = typer.Option(16, "--frames", help="clip length, to report sources too short for it"),
-    stride: Optional[int] = typer.Option(None, "--stride", help="clip stride (default: the dataset's, 4 for taichi)"),
-    out: Optional[str] = typer.Option(None, "--out", help="write here instead of the cache directory (VFBENCH_CACHE/prepared/)"),
+    stride: Optional[int] = typer.Option(None, "--stride", help="clip stride", show_default="the dataset's, 4 for taichi"),
+    out: Optional[str] = typer.Option(None, "--out", show_default='VFBENCH_CACHE/prepared/', help="write here instead of the cache directory (VFBENCH_CACHE/prepared/)"),
 ):
     """Check every source as training decodes it, index it (frame counts, labels, skipped sources) and
     optionally cache its frames; nothing is written into the dataset folder.
@@ -52,7 +52,7 @@ def prepare_cmd(
 @data_app.command("info")
 def info_cmd(
     name: str = typer.Argument(..., help="dataset name (see `vfbench ls datasets`)"),
-    data_root: Optional[str] = typer.Option(None, "--data-root", help="dataset folder (default: $VFBENCH_DATA/<name>)"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="dataset folder", show_default='$VFBENCH_DATA/<name>'),
     split: str = typer.Option("train", "--split", help="split to count (all = train + test where the dataset has both)"),
     frames: int = typer.Option(16, "--frames", help="clip length used to decide which sources are too short"),
     size: int = typer.Option(64, "--size", help="protocol size, to report whether a frame cache exists"),
@@ -78,7 +78,5 @@ def info_cmd(
     layout = getattr(ds, "layout", None)
     if layout:
         typer.echo(f"  layout: {layout}")
-    for path, kind, why in getattr(ds, "skipped", [])[:20]:
-        typer.echo(f"  skipped {path}: {kind} ({why})")
-    if len(getattr(ds, "skipped", [])) > 20:
-        typer.echo(f"  ... and {len(ds.skipped) - 20} more skipped")
+    for path, kind, why in getattr(ds, "skipped", []):  # every one, with its full reason
+        typer.echo(f"  skipped {path}: {kind}: {why}")

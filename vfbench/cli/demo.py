@@ -16,15 +16,15 @@ from vfbench.cli import app
 @app.command("demo")
 def demo_cmd(
     quick: bool = typer.Option(False, "--quick", help="a ~2-minute smoke run (tiny models, few steps and samples)"),
-    steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run (default 250; quick 10)"),
-    preset: Optional[str] = typer.Option(None, "--preset", help="model size: tiny (default), small or paper"),
-    size: Optional[int] = typer.Option(None, "--size", help="frame size in pixels (default 16)"),
-    num_samples: Optional[int] = typer.Option(None, "--num-samples", help="generated clips per run (default 64; quick 8); fewer than 256 renames the metrics"),
-    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="DDIM steps when sampling (default 10; quick 4)"),
-    lambdas: Optional[str] = typer.Option(None, "--lambdas", help="lambda values of the short ablation (default 0.25,0.75)"),
-    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate of every run (default 2e-3)"),
-    results: Optional[str] = typer.Option(None, "--results", help="results directory (default $VFBENCH_HOME or ./vfbench-results)"),
-    config: Optional[str] = typer.Option(None, "--config", help="YAML/TOML/JSON file with any of these options"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="training steps per run", show_default='250; quick 10'),
+    preset: Optional[str] = typer.Option(None, "--preset", show_default='tiny', help="model size: tiny (default), small or paper"),
+    size: Optional[int] = typer.Option(None, "--size", help="frame size in pixels", show_default='16'),
+    num_samples: Optional[int] = typer.Option(None, "--num-samples", show_default='64; quick 8', help="generated clips per run (default 64; quick 8); fewer than 256 renames the metrics"),
+    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="DDIM steps when sampling", show_default='10; quick 4'),
+    lambdas: Optional[str] = typer.Option(None, "--lambdas", help="lambda values of the short ablation", show_default='0.25,0.75'),
+    lr: Optional[float] = typer.Option(None, "--lr", help="learning rate of every run", show_default='2e-3'),
+    results: Optional[str] = typer.Option(None, "--results", help="results directory", show_default='$VFBENCH_HOME or ./vfbench-results'),
+    config: Optional[str] = typer.Option(None, "--config", show_default='none', help="YAML/TOML/JSON file with any of these options"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ):
     """Train small VideoFusion, VDM and VIDM on shapes, score them (mini protocol), run a short

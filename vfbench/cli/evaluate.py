@@ -17,17 +17,31 @@ def _fmt(v) -> str:
     return f"{v:.1f}" if abs(v) >= 100 else f"{v:.4g}"
 
 
+def _arrows() -> tuple:
+    """(lower-is-better, higher-is-better) marks: the arrows where the terminal can print them, else words."""
+    import sys
+
+    try:
+        "↓↑".encode(getattr(sys.stdout, "encoding", None) or "ascii")
+        return "↓", "↑"
+    except (UnicodeEncodeError, LookupError):
+        return "(lower better)", "(higher better)"
+
+
 def format_table(records: List[dict]) -> str:
-    """A small plain-text table of result records."""
+    """A small plain-text table of result records, with the direction of each metric beside its value."""
+    down, up = _arrows()
     rows = [("run", "metric", "protocol", "value", "std", "95% CI", "real/fake x trials")]
     for r in records:
         ci = f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]" if r.get("ci_low") is not None else ""
-        arrow = "^" if r.get("higher_is_better") else "v"
+        arrow = up if r.get("higher_is_better") else down
         rows.append((str(r.get("run") or Path(str(r.get("samples_dir"))).name), str(r["metric"]),
                      str(r.get("protocol")), f"{_fmt(r['value'])} {arrow}", _fmt(r.get("std")), ci,
                      f"{r.get('num_real', 0)}/{r.get('num_fake')} x {r.get('trials', 1)}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows)
+    legend = f"{down} lower is better, {up} higher is better" if len(down) == 1 else ""
+    return "\n".join(["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+                     + ([legend] if legend else []))
 
 
 def _quiet_rank() -> bool:
@@ -41,26 +55,26 @@ def _quiet_rank() -> bool:
 @app.command("evaluate")
 def evaluate_cmd(
     run: Optional[str] = typer.Argument(None, help="Run name (in the results dir) or run directory."),
-    protocol: Optional[str] = typer.Option(None, "--protocol", help="mini (CPU scale; the default) or paper (2048 vs 2048, I3D, C3D IS)."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (default: the protocol's); see `vfbench ls metrics`."),
-    tag: Optional[str] = typer.Option(None, "--tag", help="Sample set samples/<tag>/ of the run (default: the only or largest one)."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", show_default='mini', help="mini (CPU scale; the default) or paper (2048 vs 2048, I3D, C3D IS)."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", show_default="the protocol's", help="Comma-separated metric names (default: the protocol's); see `vfbench ls metrics`."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Sample set samples/<tag>/ of the run", show_default='the only or largest one'),
     all_runs: bool = typer.Option(False, "--all", help="Every run with samples and no record yet for these metrics."),
-    samples: Optional[Path] = typer.Option(None, "--samples", help="Any folder of .npy/.npz uint8 shards (n, T, C, H, W) or videos (external generators)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Reference dataset (required with --samples; default: the run's)."),
-    trials: Optional[int] = typer.Option(None, "--trials", help="Independent sample sets (disjoint slices): mean +- std (default: the metric's, 1; 10 for is2048_ucf_tganv2)."),
+    samples: Optional[Path] = typer.Option(None, "--samples", show_default='none', help="Any folder of .npy/.npz uint8 shards (n, T, C, H, W) or videos (external generators)."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", show_default="the run's", help="Reference dataset (required with --samples; default: the run's)."),
+    trials: Optional[int] = typer.Option(None, "--trials", help="Independent sample sets (disjoint slices): mean +- std", show_default="the metric's, 1; 10 for is2048_ucf_tganv2"),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Resamples for a 95% bootstrap interval of FVD (0: none)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute the real-data statistics instead of using the cache."),
     offline: bool = typer.Option(False, "--offline", help="Never download weights."),
-    i3d_weights: Optional[Path] = typer.Option(None, "--i3d-weights", help="I3D weights file (default: the converted cache)."),
-    c3d_weights: Optional[Path] = typer.Option(None, "--c3d-weights", help="C3D UCF-101 weights: conv3d_deepnetA_ucf.npz (mean2.npz beside it) or c3d_ucf101.pt."),
-    results: Optional[Path] = typer.Option(None, "--results", help="Results directory (default ./vfbench-results or VFBENCH_HOME)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Root folder of the reference dataset."),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, ..."),
+    i3d_weights: Optional[Path] = typer.Option(None, "--i3d-weights", help="I3D weights file", show_default='the converted cache'),
+    c3d_weights: Optional[Path] = typer.Option(None, "--c3d-weights", show_default='none (needed for is2048_ucf)', help="C3D UCF-101 weights: conv3d_deepnetA_ucf.npz (mean2.npz beside it) or c3d_ucf101.pt."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results directory", show_default='./vfbench-results or VFBENCH_HOME'),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", show_default="the run's, or VFBENCH_DATA/<name>", help="Root folder of the reference dataset."),
+    device: str = typer.Option("auto", "--device", help="auto (a GPU if there is one, else cpu), cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(8, "--batch-size", help="Clips per extractor batch."),
     seed: int = typer.Option(0, "--seed", help="Seed of the real clip selection and the bootstrap."),
-    i3d_preset: Optional[str] = typer.Option(None, "--i3d-preset", help="I3D port to imitate: reference (default), stylegan-v or tats; the metric name gets the preset as a suffix."),
-    i3d_impl: Optional[str] = typer.Option(None, "--i3d-impl", help="I3D implementation: fused (default; channels-last, BatchNorm folded) or eager (the layer-for-layer port); same fp32 function, recorded in the result."),
-    real_selection: Optional[str] = typer.Option(None, "--real-selection", help="reference (shuffled train set, default) or stylegan-v (first videos)."),
+    i3d_preset: Optional[str] = typer.Option(None, "--i3d-preset", show_default='reference', help="I3D port to imitate: reference (default), stylegan-v or tats; the metric name gets the preset as a suffix."),
+    i3d_impl: Optional[str] = typer.Option(None, "--i3d-impl", show_default='fused', help="I3D implementation: fused (default; channels-last, BatchNorm folded) or eager (the layer-for-layer port); same fp32 function, recorded in the result."),
+    real_selection: Optional[str] = typer.Option(None, "--real-selection", show_default='reference', help="reference (shuffled train set, default) or stylegan-v (first videos)."),
 ):
     """Score generated clips with FVD/KVD/IS under a protocol and write one result record per metric.
 
@@ -74,6 +88,13 @@ def evaluate_cmd(
     from vfbench.results import ResultsStore
 
     check_positive("--batch-size", batch_size)
+    from vfbench.options import check_device
+
+    check_device(device)
+    if device == "auto":  # as `sample` resolves it; the extractors take a concrete device
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     from vfbench.options import check_seed
 
     check_seed(seed)

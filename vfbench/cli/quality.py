@@ -16,10 +16,10 @@ def quality_cmd(
     num: int = typer.Option(256, "--num", help="clips per row (the shapes protocol's 256; fewer renames the metric)"),
     seed: int = typer.Option(0, "--seed", help="sampling seed of every row"),
     sample_batch: int = typer.Option(16, "--sample-batch", help="clips per sampling call"),
-    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="sampling steps of every row (default: each generator's own)"),
+    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="sampling steps of every row", show_default="each generator's own"),
     untrained: bool = typer.Option(True, "--untrained/--no-untrained", help="add an untrained generator's row (the ceiling)"),
-    figure: Optional[Path] = typer.Option(None, "--figure", help="also write a PNG of real clips above each run's samples"),
-    results: Optional[str] = typer.Option(None, "--results", help="results directory (default $VFBENCH_HOME or ./vfbench-results)"),
+    figure: Optional[Path] = typer.Option(None, "--figure", show_default='none', help="also write a PNG of real clips above each run's samples"),
+    results: Optional[str] = typer.Option(None, "--results", help="results directory", show_default='$VFBENCH_HOME or ./vfbench-results'),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ):
     """One table: each run's FVD beside real-vs-real (floor) and an untrained model (ceiling), with pixel and

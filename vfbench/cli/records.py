@@ -15,7 +15,7 @@ app.add_typer(records_app, name="records")
 
 @records_app.command("check")
 def check_cmd(
-    results: Optional[Path] = typer.Option(None, "--results", help="Results directory (default ./vfbench-results or VFBENCH_HOME)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results directory", show_default='./vfbench-results or VFBENCH_HOME'),
     move_aside: bool = typer.Option(False, "--move-aside", help="Move every bad record into records/unreadable/."),
 ):
     """Check every record against the record schema; print each bad file and why (exit 1 if any).

@@ -11,11 +11,14 @@ from vfbench.cli import app
 
 @app.command("report")
 def report_cmd(
-    results: Optional[str] = typer.Option(None, "--results", help="results directory (default $VFBENCH_HOME or ./vfbench-results)"),
-    out: Optional[str] = typer.Option(None, "--out", help="HTML file to write (default <results>/reports/report.html)"),
+    results: Optional[str] = typer.Option(None, "--results", help="results directory", show_default='$VFBENCH_HOME or ./vfbench-results'),
+    out: Optional[str] = typer.Option(None, "--out", help="HTML file to write", show_default='<results>/reports/report.html'),
     title: str = typer.Option("vfbench report", "--title", help="heading of the report"),
-    control_grid: bool = typer.Option(True, "--control-grid/--no-control-grid",
-                                      help="sample VideoFusion's content/motion grid where it is not cached yet"),
+    control_grid: bool = typer.Option(False, "--control-grid/--no-control-grid",
+                                      help="sample VideoFusion's content/motion grid where it is not cached yet"
+                                           " (the slow part of a report; cached grids are always shown)"),
+    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", show_default="the run's sampling_steps",
+                                                 help="DDIM steps of the control grids"),
 ):
     """Write an HTML report (runs, metrics with CIs, tables beside the papers', plots, sample GIFs).
 
@@ -29,6 +32,10 @@ def report_cmd(
     if not store.root.is_dir():
         raise UsageError(f"results directory {store.root} does not exist; pass --results DIR or run"
                          " `vfbench demo` first")
-    path = write_report(store, out, title=title, control_grid=control_grid,
+    if sampling_steps is not None:
+        from vfbench.errors import check_positive
+
+        check_positive("--sampling-steps", sampling_steps)
+    path = write_report(store, out, title=title, control_grid=control_grid, sampling_steps=sampling_steps,
                         log=lambda s: typer.echo(s, err=True))
     typer.echo(str(path))

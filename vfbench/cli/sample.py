@@ -34,18 +34,21 @@ def sample_cmd(
     num: int = typer.Option(..., "--num", help="Number of clips to draw."),
     seed: int = typer.Option(0, "--seed", help="Seed; shard i uses a seed derived from (seed, i)."),
     batch_size: int = typer.Option(16, "--batch-size", help="Clips per generator call and per shard file."),
-    tag: Optional[str] = typer.Option(None, "--tag", help="Folder name under samples/ (default step<N>-seed<S>-n<num>)."),
+    tag: Optional[str] = typer.Option(None, "--tag", help="Folder name under samples/", show_default='step<N>-seed<S>-n<num>'),
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A step number or checkpoint file (default: the newest)."),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="A step number or checkpoint file", show_default='the newest'),
     control: List[str] = typer.Option([], "--control", help="Generator sampling control KEY=VALUE (repeatable), e.g. guidance_scale=2.0."),
     length: Optional[int] = typer.Option(
-        None, "--length", help="Frames per clip, beyond the training length: videofusion and vdm extend window by"
+        None, "--length", show_default="the training length", help="Frames per clip, beyond the training length: videofusion and vdm extend window by"
         " window (--control overlap=K; vdm also guidance_weight=W), vidm up to its max_frames. Part of the request"
         " and of the default tag (-len<L>)."),
+    sampling_steps: Optional[int] = typer.Option(
+        None, "--sampling-steps", show_default="the run's sampling_steps",
+        help="DDIM steps (the same as --control steps=N or sampling_steps=N)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     force: bool = typer.Option(False, "--force", help="Delete samples of a different request under the same tag."),
     no_preview: bool = typer.Option(False, "--no-preview", help="Skip preview.gif."),
-    results: Optional[Path] = typer.Option(None, "--results", help="Results directory (default ./vfbench-results or VFBENCH_HOME)."),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results directory", show_default='./vfbench-results or VFBENCH_HOME'),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Sample a trained run into samples/<tag>/ (uint8 .npy shards, manifest.json, preview.gif).
@@ -59,9 +62,18 @@ def sample_cmd(
     from vfbench.results import ResultsStore
     from vfbench.sampling import sample_run
 
+    controls = parse_controls(control)
+    if sampling_steps is not None:
+        from vfbench.errors import check_positive
+
+        check_positive("--sampling-steps", sampling_steps)
+        given = controls.get("steps", controls.get("sampling_steps", sampling_steps))
+        if given != sampling_steps:
+            raise UsageError(f"--sampling-steps {sampling_steps} and --control steps={given} disagree; pass one of them")
+        controls = {k: v for k, v in controls.items() if k not in ("steps", "sampling_steps")}
+        controls["steps"] = sampling_steps
     store = ResultsStore.open(results)
     run_dir = store.resolve_run(run)
-    controls = parse_controls(control)
     if "length" in controls:
         raise UsageError("the clip length is not a sampling control; pass --length L instead of --control length=L")
     out = sample_run(run_dir, num=num, seed=seed, batch_size=batch_size, tag=tag, ema=not raw,

@@ -128,40 +128,62 @@ def _report(summary: Dict[str, Any]) -> None:
                + (f", loss {loss:.4g}" if loss is not None else ""), err=True)
 
 
+def _refuse_existing_run(results, name, generator, dataset, config, resume: bool, force: bool) -> None:
+    """The run-exists refusal, before the dataset is scanned (minutes on a real dataset): the same
+    sentence ``create_run`` gives later, for the common case of a plain rerun."""
+    if resume or force:
+        return
+    from vfbench.results import ResultsStore, check_run_name
+    from vfbench.runs import has_progress
+
+    if dataset is None and config is not None:
+        from vfbench.config import load_config_file
+
+        section = load_config_file(config).get("dataset")
+        dataset = section.get("name") if isinstance(section, dict) else None
+    run_name = check_run_name(name or f"{generator}-{dataset or _DATASET_DEFAULTS['name']}")
+    run_dir = ResultsStore.open(results).run_dir(run_name)
+    if (run_dir / "config.json").is_file() and has_progress(run_dir):
+        raise UsageError(f"run {run_name!r} exists already at {run_dir}; pass --resume to continue it,"
+                         " --force to delete it and start over, or choose another --name")
+
+
 @app.command("train")
 def train_cmd(
     generator: str = typer.Argument(..., help="Generator name (see `vfbench ls generators`)."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name (default shapes)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Model size: tiny, small (default) or paper."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Total optimisation steps (a resumed run counts its done steps)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per step (per process under torchrun)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (groups may scale it, e.g. VideoFusion's base)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="AdamW weight decay."),
-    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="EMA decay of the sampling weights."),
-    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", help="Max gradient norm (0: off)."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 (autocast on GPU or CPU; fast on CPUs with AMX-BF16 or AVX512-BF16), fp16 (GPU only) or auto (bf16 where it is native, else fp32)."),
-    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", help="Checkpoint interval in steps."),
-    log_every: Optional[int] = typer.Option(None, "--log-every", help="log.csv interval in steps."),
-    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="DataLoader worker processes."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip (default 16)."),
-    size: Optional[int] = typer.Option(None, "--size", help="Frame height and width (default 64)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder of a real dataset."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset name", show_default='shapes'),
+    preset: Optional[str] = typer.Option(None, "--preset", show_default='small', help="Model size: tiny, small (default) or paper."),
+    steps: Optional[int] = typer.Option(None, "--steps", show_default='1000', help="Total optimisation steps (a resumed run counts its done steps)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", show_default='8', help="Clips per step (per process under torchrun)."),
+    lr: Optional[float] = typer.Option(None, "--lr", show_default='0.0001', help="Learning rate (groups may scale it, e.g. VideoFusion's base)."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", show_default='0.0', help="AdamW weight decay."),
+    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", show_default='0.999', help="EMA decay of the sampling weights."),
+    grad_clip: Optional[float] = typer.Option(None, "--grad-clip", show_default='1.0', help="Max gradient norm (0: off)."),
+    precision: Optional[str] = typer.Option(None, "--precision", show_default='fp32', help="fp32, bf16 (autocast on GPU or CPU; fast on CPUs with AMX-BF16 or AVX512-BF16), fp16 (GPU only) or auto (bf16 where it is native, else fp32)."),
+    ckpt_every: Optional[int] = typer.Option(None, "--ckpt-every", show_default='500', help="Checkpoint interval in steps."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", show_default='10', help="log.csv interval in steps."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", show_default='0', help="DataLoader worker processes."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip", show_default='16'),
+    size: Optional[int] = typer.Option(None, "--size", help="Frame height and width", show_default='64'),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", show_default='none (built-in dataset)', help="Folder of a real dataset."),
     class_cond: bool = typer.Option(False, "--class-cond", help="Condition on the dataset's class labels."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run name (default GENERATOR-DATASET)."),
-    results: Optional[Path] = typer.Option(None, "--results", help="Results directory (default ./vfbench-results or VFBENCH_HOME)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML/JSON with generator:, train:, dataset: sections."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name", show_default='GENERATOR-DATASET'),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results directory", show_default='./vfbench-results or VFBENCH_HOME'),
+    config: Optional[Path] = typer.Option(None, "--config", show_default='none', help="YAML/TOML/JSON with generator:, train:, dataset: sections."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run from its newest complete checkpoint."),
     force: bool = typer.Option(False, "--force", help="Delete an existing run of this name and start over."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initialisation, data order and noise."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
-    lam: Optional[float] = typer.Option(None, "--lam", help="VideoFusion: share of base noise in non-key frames, in [0, 1]."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="VideoFusion: stopgrad, no-stopgrad or fixed."),
-    pretrain_base_steps: Optional[int] = typer.Option(None, "--pretrain-base-steps", help="VideoFusion: first pretrain the base generator alone for N steps."),
-    base_init: Optional[str] = typer.Option(None, "--base-init", help="VideoFusion: start from a pretrained base (file, folder or name)."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default='0', help="Seed of the initialisation, data order and noise."),
+    device: Optional[str] = typer.Option(None, "--device", show_default='auto', help="auto, cpu, cuda or cuda:N."),
+    lam: Optional[float] = typer.Option(None, "--lam", show_default="the preset's", help="VideoFusion: share of base noise in non-key frames, in [0, 1]."),
+    mode: Optional[str] = typer.Option(None, "--mode", show_default='stopgrad', help="VideoFusion: stopgrad, no-stopgrad or fixed."),
+    pretrain_base_steps: Optional[int] = typer.Option(None, "--pretrain-base-steps", show_default='none', help="VideoFusion: first pretrain the base generator alone for N steps."),
+    base_init: Optional[str] = typer.Option(None, "--base-init", show_default='none', help="VideoFusion: start from a pretrained base (file, folder or name)."),
     recipe: str = typer.Option("default", "--recipe", help="default (learns best: x0-prediction; VideoFusion's residual generator sees the keyframe and attends across frames) or paper (eps-prediction, per-frame residual generator without conditioning)."),
-    prediction: Optional[str] = typer.Option(None, "--prediction", help="What the nets predict: x0, v or eps (overrides the recipe)."),
-    residual_condition: Optional[str] = typer.Option(None, "--residual-condition", help="VideoFusion: keyframe_x0, keyframe_latent or none (overrides the recipe)."),
-    residual_temporal: Optional[bool] = typer.Option(None, "--residual-temporal/--residual-per-frame", help="VideoFusion: residual generator with temporal attention across frames (default recipe) or the paper's per-frame 2D net.", show_default=False),
+    prediction: Optional[str] = typer.Option(None, "--prediction", show_default="the recipe's", help="What the nets predict: x0, v or eps (overrides the recipe)."),
+    residual_condition: Optional[str] = typer.Option(None, "--residual-condition", show_default="the recipe's", help="VideoFusion: keyframe_x0, keyframe_latent or none (overrides the recipe)."),
+    residual_temporal: Optional[bool] = typer.Option(None, "--residual-temporal/--residual-per-frame", show_default="the recipe's", help="VideoFusion: residual generator with temporal attention across frames (default recipe) or the paper's per-frame 2D net."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log loss terms, learning rates, EMA decay and sample previews for TensorBoard (RUN/tensorboard; needs the tensorboard package)."),
+    preview_every: Optional[int] = typer.Option(None, "--preview-every", show_default="--ckpt-every", help="With --tensorboard: sample a preview filmstrip every N steps (0: none)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Train a generator on a dataset; checkpoints, log.csv and summary.json go to the run folder.
@@ -174,6 +196,16 @@ def train_cmd(
 
     if resume and force:
         raise UsageError("--resume and --force contradict each other; pass one of them")
+    if preview_every is not None and preview_every < 0:
+        raise UsageError(f"--preview-every must be 0 (no previews) or a positive number of steps, got {preview_every}")
+    if tensorboard:
+        from vfbench.tensorboard_log import TensorBoardLog  # noqa: F401  (a missing package fails here, before any work)
+
+        import importlib.util
+
+        if importlib.util.find_spec("tensorboard") is None:
+            raise UsageError("--tensorboard needs the tensorboard package: pip install tensorboard"
+                             " (or the extra: pip install -e \".[tensorboard]\")")
     if pretrain_base_steps is not None and base_init is not None:
         raise UsageError("pass either --pretrain-base-steps or --base-init, not both")
     if pretrain_base_steps is not None:
@@ -184,6 +216,7 @@ def train_cmd(
         from vfbench.errors import did_you_mean
 
         raise UsageError(did_you_mean("--mode", mode, ["stopgrad", "no-stopgrad", "fixed"]))
+    _refuse_existing_run(results, name, generator, dataset, config, resume, force)
     setup = _resolve(
         generator, config, preset,
         _train_overrides(name=dataset, frames=frames, size=size, data_root=data_root),
@@ -228,7 +261,10 @@ def train_cmd(
                                  progress=progress, dataset_info=setup.dataset_kwargs,
                                  artefact=run_dir / "base-pretrain.pt")
         typer.echo(f"pretrained base: {artefact}", err=True)
-    summary = train(run_dir, gen, setup.dataset, setup.train_cfg, resume=resume, progress=progress)
+    if tensorboard and info_rank() == 0:
+        typer.echo(f"tensorboard: tensorboard --logdir {run_dir / 'tensorboard'}", err=True)
+    summary = train(run_dir, gen, setup.dataset, setup.train_cfg, resume=resume, progress=progress,
+                    tensorboard=tensorboard, preview_every=preview_every)
     if info_rank() == 0:  # one report per job under torchrun
         _report(summary)
         typer.echo(str(run_dir))
@@ -237,23 +273,23 @@ def train_cmd(
 @pretrain_app.command("base")
 def pretrain_base_cmd(
     generator: str = typer.Option("videofusion", "--generator", help="Generator whose base is pretrained."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset whose frames are the images (default shapes)."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="Model size: tiny, small (default) or paper."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Pretraining steps."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Clips per step (one random frame each)."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate of the base generator."),
-    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", help="EMA decay of the saved base weights."),
-    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip of the joint model (default 16)."),
-    size: Optional[int] = typer.Option(None, "--size", help="Frame height and width (default 64)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Folder of a real dataset."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset whose frames are the images", show_default='shapes'),
+    preset: Optional[str] = typer.Option(None, "--preset", show_default='small', help="Model size: tiny, small (default) or paper."),
+    steps: Optional[int] = typer.Option(None, "--steps", show_default='1000', help="Pretraining steps."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", show_default='8', help="Clips per step (one random frame each)."),
+    lr: Optional[float] = typer.Option(None, "--lr", show_default='0.0001', help="Learning rate of the base generator."),
+    ema_decay: Optional[float] = typer.Option(None, "--ema-decay", show_default='0.999', help="EMA decay of the saved base weights."),
+    frames: Optional[int] = typer.Option(None, "--frames", help="Frames per clip of the joint model", show_default='16'),
+    size: Optional[int] = typer.Option(None, "--size", help="Frame height and width", show_default='64'),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", show_default='none (built-in dataset)', help="Folder of a real dataset."),
     class_cond: bool = typer.Option(False, "--class-cond", help="Class-conditional base (labelled datasets)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Name of the artefact (default GENERATOR-base-DATASET)."),
-    results: Optional[Path] = typer.Option(None, "--results", help="Results directory (default ./vfbench-results or VFBENCH_HOME)."),
-    config: Optional[Path] = typer.Option(None, "--config", help="YAML/TOML/JSON with generator:, train:, dataset: sections."),
+    name: Optional[str] = typer.Option(None, "--name", help="Name of the artefact", show_default='GENERATOR-base-DATASET'),
+    results: Optional[Path] = typer.Option(None, "--results", help="Results directory", show_default='./vfbench-results or VFBENCH_HOME'),
+    config: Optional[Path] = typer.Option(None, "--config", show_default='none', help="YAML/TOML/JSON with generator:, train:, dataset: sections."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted pretraining."),
     force: bool = typer.Option(False, "--force", help="Delete an existing artefact of this name and start over."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the initialisation, data order and noise."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N."),
+    seed: Optional[int] = typer.Option(None, "--seed", show_default='0', help="Seed of the initialisation, data order and noise."),
+    device: Optional[str] = typer.Option(None, "--device", show_default='auto', help="auto, cpu, cuda or cuda:N."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Pretrain VideoFusion's base generator as an image DPM on single frames (paper Sec. 3.3).

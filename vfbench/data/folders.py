@@ -50,6 +50,9 @@ DATA_ENV = "VFBENCH_DATA"
 _MAX_FALLBACKS = 16  # consecutive undecodable items before __getitem__ gives up
 
 
+SKIPPED_SHOWN = 10  # skipped sources listed in the scan's warning; `vfbench data info` lists all
+
+
 @dataclass(frozen=True)
 class VideoItem:
     """One source (video file or frame folder), its path relative to the dataset root, its labels."""
@@ -182,10 +185,13 @@ class VideoFolderDataset(torch.utils.data.Dataset):
             for _, kind, _ in skipped:
                 kinds[kind] = kinds.get(kind, 0) + 1
             what = ", ".join(f"{v} {k}" for k, v in sorted(kinds.items()))
-            examples = "; ".join(f"{p} ({k}: {why[:120]})" for p, k, why in skipped[:3])
-            warnings.warn(f"{self.name} {self.split}: skipped {len(skipped)} of {len(found)} sources ({what}),"
-                          f" e.g. {examples}; `vfbench data prepare {self.name} --source {self.root}` lists all",
-                          DataWarning, stacklevel=user_stacklevel())
+            shown = SKIPPED_SHOWN if len(skipped) > SKIPPED_SHOWN + 1 else len(skipped)
+            lines = [f"  {p}: {k}: {why}" for p, k, why in skipped[:shown]]  # full reasons, one line each
+            if len(skipped) > shown:
+                lines.append(f"  ... and {len(skipped) - shown} more: `vfbench data info {self.name}"
+                             f" --data-root {self.root} --split {self.split}` lists them all")
+            warnings.warn("\n".join([f"{self.name} {self.split}: skipped {len(skipped)} of {len(found)} sources"
+                                     f" ({what}):"] + lines), DataWarning, stacklevel=user_stacklevel())
         return items, counts, skipped
 
     # -- torch Dataset ---------------------------------------------------------------------

@@ -61,12 +61,18 @@ def list_frame_files(folder: Path) -> List[Path]:
 def _open_video(path: Path):
     import decord
 
-    try:
-        # one thread: DataLoader workers already parallelise across clips
-        return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except Exception as exc:  # decord raises RuntimeError / DECORDError with ffmpeg's message
-        raise DataError(f"video {path} cannot be opened ({_short(exc)}); the file is corrupt, truncated or"
-                        " in an unsupported format: re-download or re-encode it, or delete it") from None
+    from vfbench.data.decoder_log import captured_stderr, with_decoder_lines
+
+    failure = None
+    with captured_stderr() as said:  # the decoder's own stderr lines become part of the reason
+        try:
+            # one thread: DataLoader workers already parallelise across clips
+            return decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        except Exception as exc:  # decord raises RuntimeError / DECORDError with ffmpeg's message
+            failure = exc
+    raise DataError(with_decoder_lines(
+        f"video {path} cannot be opened ({_short(failure)}); the file is corrupt, truncated or"
+        " in an unsupported format: re-download or re-encode it, or delete it", said)) from None
 
 
 def _short(exc: Exception) -> str:
@@ -165,15 +171,22 @@ def read_frames(path: Path, indices: Sequence[int]) -> np.ndarray:
     if n == 0:
         raise DataError(f"video {path} has zero frames; remove it or replace it with a valid video")
     check_frame_indices(path, n, indices)
-    try:
-        batch = reader.get_batch(indices).asnumpy()
-    except Exception as exc:
-        if "DECORDArrayCopyFromTo" in str(exc):  # decord's row-padding bug for some frame widths
+    from vfbench.data.decoder_log import captured_stderr, with_decoder_lines
+
+    failure = None
+    with captured_stderr() as said:
+        try:
+            batch = reader.get_batch(indices).asnumpy()
+        except Exception as exc:
+            failure = exc
+    if failure is not None:
+        if "DECORDArrayCopyFromTo" in str(failure):  # decord's row-padding bug for some frame widths
             raise DataError(f"video {path} hits a decord bug for some frame widths"
                             " (e.g. 48, 72); re-encode it to another width or extract its frames into a"
                             " folder of PNGs") from None
-        raise DataError(f"video {path} could not be decoded at frames {indices[0]}..{indices[-1]}"
-                        f" ({_short(exc)}); the file is corrupt or truncated: re-download or delete it") from None
+        raise DataError(with_decoder_lines(
+            f"video {path} could not be decoded at frames {indices[0]}..{indices[-1]}"
+            f" ({_short(failure)}); the file is corrupt or truncated: re-download or delete it", said)) from None
     if batch.ndim != 4 or batch.shape[0] != len(indices):
         raise DataError(f"video {path} returned {batch.shape[0] if batch.ndim else 0} of {len(indices)} frames;"
                         " the file is corrupt or truncated: re-download or delete it")
