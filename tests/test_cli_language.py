@@ -128,6 +128,23 @@ def test_existing_run_is_refused_before_the_dataset_is_built(tmp_path, capsys, m
     assert code == 2 and "exists already" in err and "--resume" in err
 
 
+
+def test_existing_pretrained_base_is_refused_before_the_dataset_is_built(tmp_path, capsys, monkeypatch):
+    import vfbench.data
+
+    art_dir = tmp_path / "pretrained" / "videofusion-base-taichi"
+    art_dir.mkdir(parents=True)
+    (art_dir / "config.json").write_text("{}")
+    (art_dir / "base-pretrain.pt").write_bytes(b"x")
+
+    def no_scan(*a, **k):
+        raise AssertionError("the dataset was scanned before the refusal")
+
+    monkeypatch.setattr(vfbench.data, "build_dataset", no_scan)
+    code, _, err = run(capsys, "pretrain", "base", "--dataset", "taichi", "--data-root", str(tmp_path),
+                       "--results", str(tmp_path))
+    assert code == 2 and "exists already" in err and "--resume" in err
+
 def test_decoder_noise_is_folded_into_one_warning_with_full_reasons(tmp_path, capfd):
     from test_video_io import coded_frames, write_png_frames
 

@@ -128,9 +128,12 @@ def _report(summary: Dict[str, Any]) -> None:
                + (f", loss {loss:.4g}" if loss is not None else ""), err=True)
 
 
-def _refuse_existing_run(results, name, generator, dataset, config, resume: bool, force: bool) -> None:
+def _refuse_existing_run(results, name, default_name, dataset, config, resume: bool, force: bool,
+                         folder: str = "runs") -> None:
     """The run-exists refusal, before the dataset is scanned (minutes on a real dataset): the same
-    sentence ``create_run`` gives later, for the common case of a plain rerun."""
+    sentence ``create_run`` / ``prepare_run_dir`` give later, for the common case of a plain rerun.
+    ``default_name`` maps the dataset name to the name used without --name; ``folder`` is where such
+    folders live under the results directory (runs/, or pretrained/ for a pretrained base)."""
     if resume or force:
         return
     from vfbench.results import ResultsStore, check_run_name
@@ -141,8 +144,8 @@ def _refuse_existing_run(results, name, generator, dataset, config, resume: bool
 
         section = load_config_file(config).get("dataset")
         dataset = section.get("name") if isinstance(section, dict) else None
-    run_name = check_run_name(name or f"{generator}-{dataset or _DATASET_DEFAULTS['name']}")
-    run_dir = ResultsStore.open(results).run_dir(run_name)
+    run_name = check_run_name(name or default_name(dataset or _DATASET_DEFAULTS["name"]))
+    run_dir = ResultsStore.open(results).root / folder / run_name
     if (run_dir / "config.json").is_file() and has_progress(run_dir):
         raise UsageError(f"run {run_name!r} exists already at {run_dir}; pass --resume to continue it,"
                          " --force to delete it and start over, or choose another --name")
@@ -216,7 +219,7 @@ def train_cmd(
         from vfbench.errors import did_you_mean
 
         raise UsageError(did_you_mean("--mode", mode, ["stopgrad", "no-stopgrad", "fixed"]))
-    _refuse_existing_run(results, name, generator, dataset, config, resume, force)
+    _refuse_existing_run(results, name, lambda ds: f"{generator}-{ds}", dataset, config, resume, force)
     setup = _resolve(
         generator, config, preset,
         _train_overrides(name=dataset, frames=frames, size=size, data_root=data_root),
@@ -305,6 +308,8 @@ def pretrain_base_cmd(
 
     if resume and force:
         raise UsageError("--resume and --force contradict each other; pass one of them")
+    _refuse_existing_run(results, name, lambda ds: f"{generator}-base-{ds}", dataset, config, resume, force,
+                         folder="pretrained")
     setup = _resolve(
         generator, config, preset,
         _train_overrides(name=dataset, frames=frames, size=size, data_root=data_root),
