@@ -74,45 +74,66 @@ def loss_curves(logs: Sequence[Tuple[str, Path]], title: str = "training loss") 
     return _png(fig)
 
 
-def metric_vs_x(table) -> Optional[bytes]:
-    """Each measured metric against the table's numeric axis (lambda) with std error bars; the
-    published values, where the paper has them, on a separate right-hand axis (other scale)."""
+def _paper_column(table, metric: str) -> Optional[int]:
+    """Index of the published column of ``metric``'s kind (FVD, KVD or IS), or None."""
+    m = metric.lower()
+    kind = m[:3] if m.startswith(("fvd", "kvd")) else ("is" if m.startswith("is") else "")
+    cols = [c for c, (k, _d, _r) in enumerate(table.paper_columns) if k.lower() == kind]
+    return cols[0] if cols else None
+
+
+def metric_vs_x_figure(table):
+    """The figure of ``metric_vs_x``, or None: one row per metric, the measured values (with std error
+    bars) on the left and the published ones on the right, each on its own axis. Never one plot with
+    twin y-axes: the two scales differ (other dataset, resolution, extractor), and with a few points
+    one line hides under the other."""
     from matplotlib.figure import Figure
 
     if not table.x_label or not any(x is not None for x in table.xs):
         return None
     order = sorted((i for i, x in enumerate(table.xs) if x is not None), key=lambda i: table.xs[i])
-    fig = Figure(figsize=(4.2 * max(1, len(table.metrics)), 3.6))
-    drew = False
+    rows = []
     for j, m in enumerate(table.metrics):
-        ax = fig.add_subplot(1, len(table.metrics), j + 1)
         pts = [(table.xs[i], table.cells[i][j]) for i in order if table.cells[i][j].mean is not None]
+        c = _paper_column(table, m)
+        paper = [] if c is None else [(table.xs[i], table.paper_values[i][c]) for i in order
+                                      if table.paper_values[i][c] is not None]
         if pts:
-            drew = True
-            ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts],
-                        yerr=[p[1].std or 0.0 for p in pts], marker="o", capsize=4, color=_COLORS[0],
-                        label="measured")
-        ax.set_xlabel(_text(table.x_label))
-        ax.ticklabel_format(axis="y", useOffset=False)  # nearly equal values: no "1e-6+1" offset label
-        ax.set_title(_text(table.metric_header(m)), fontsize=9)
-        ax.grid(alpha=0.3)
-        kind = m.lower()[:3] if m.lower().startswith(("fvd", "kvd")) else ("is" if m.lower().startswith("is") else "")
-        cols = [c for c, (k, _d, _r) in enumerate(table.paper_columns) if k.lower() == kind]
-        if cols:
-            c = cols[0]
-            paper = [(table.xs[i], table.paper_values[i][c]) for i in order if table.paper_values[i][c] is not None]
-            if paper:
-                ax2 = ax.twinx()
-                ax2.plot([p[0] for p in paper], [p[1] for p in paper], linestyle="--", marker="s",
-                         color=_COLORS[1], label="paper")
-                ax2.set_ylabel(_text(table.paper_headers()[c]), fontsize=7, color=_COLORS[1])
-                ax2.tick_params(axis="y", colors=_COLORS[1], labelsize=7)
-                handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
-                ax.legend(handles, [h.get_label() for h in handles], fontsize=7, loc="best")
-    if not drew:
+            rows.append((m, pts, c, paper))
+    if not rows:
         return None
+    with_paper = any(paper for *_x, paper in rows)
+    ncols = 2 if with_paper else 1
+    fig = Figure(figsize=(4.2 * ncols, 2.9 * len(rows)))
+    for r, (m, pts, c, paper) in enumerate(rows):
+        ax = fig.add_subplot(len(rows), ncols, r * ncols + 1)
+        ax.errorbar([p[0] for p in pts], [p[1].mean for p in pts], yerr=[p[1].std or 0.0 for p in pts],
+                    marker="o", capsize=4, color=_COLORS[0])
+        ax.set_title(_text(f"measured: {table.metric_header(m)}"), fontsize=9)
+        panels = [ax]
+        if with_paper:
+            pax = fig.add_subplot(len(rows), ncols, r * ncols + 2, sharex=ax)
+            if paper:
+                pax.plot([p[0] for p in paper], [p[1] for p in paper], linestyle="--", marker="s", color=_COLORS[1])
+                pax.set_title(_text(f"published: {table.paper_headers()[c]}"), fontsize=9, color=_COLORS[1])
+            else:
+                pax.text(0.5, 0.5, "no published value", ha="center", va="center", transform=pax.transAxes,
+                         fontsize=8, color="#65707b")
+                pax.set_yticks([])
+            panels.append(pax)
+        for a in panels:
+            a.set_xlabel(_text(table.x_label), fontsize=8)
+            a.tick_params(labelsize=7)
+            a.ticklabel_format(axis="y", useOffset=False)  # nearly equal values: no "1e-6+1" offset label
+            a.grid(alpha=0.3)
     fig.tight_layout()
-    return _png(fig)
+    return fig
+
+
+def metric_vs_x(table) -> Optional[bytes]:
+    """PNG of ``metric_vs_x_figure``, or None when the table has no numeric axis or no measured value."""
+    fig = metric_vs_x_figure(table)
+    return None if fig is None else _png(fig)
 
 
 def _bench_rows(doc: Any) -> List[Dict[str, Any]]:
@@ -211,25 +232,3 @@ def efficiency_bars(doc: Any, title: str) -> Optional[bytes]:
     fig.suptitle(_text(title), fontsize=10)
     fig.tight_layout()
     return _png(fig)
-
-
-def gif_grid(clips, rows: int, cols: int, fps: int = 8, pad: int = 2) -> bytes:
-    """An animated GIF of uint8 clips ``[rows*cols, T, C, H, W]`` laid out row-major on a grid."""
-    import numpy as np
-    from PIL import Image
-
-    clips = np.asarray(clips)
-    n, t, c, h, w = clips.shape
-    if n != rows * cols:
-        raise ValueError(f"gif_grid needs {rows * cols} clips, got {n}")
-    if c == 1:
-        clips = np.repeat(clips, 3, axis=2)
-    canvas = np.full((t, rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
-    for k in range(n):
-        r, q = divmod(k, cols)
-        y, x = pad + r * (h + pad), pad + q * (w + pad)
-        canvas[:, y:y + h, x:x + w] = clips[k].transpose(0, 2, 3, 1)[..., :3]
-    frames = [Image.fromarray(f) for f in canvas]
-    buf = io.BytesIO()
-    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
-    return buf.getvalue()
