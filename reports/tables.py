@@ -226,9 +226,18 @@ def build_table(spec: AblationSpec, plans: Sequence[RunPlan], records: Sequence[
         per_variant.append(found)
     cols = sorted({k for f in per_variant for k in f},
                   key=lambda c: (kinds.index(c[0]) if c[0] in kinds else 99, c[1], _res_key(c[2])))
+    # a published column is shown only beside a measured one of its kind (no "paper IS" without an IS)
+    measured = {metric_kind(m) for m in metrics}
+    unmatched = sorted({c[0] for c in cols if c[0] not in measured}, key=lambda k: KIND_ORDER.index(k)
+                       if k in KIND_ORDER else 99)
+    cols = [c for c in cols if c[0] in measured]
     paper_values = [[f.get(c) for c in cols] for f in per_variant]
 
     notes = _notes(spec, plans, used, cols, protocol, dataset, cells)
+    if unmatched:
+        notes = [n for n in notes if not n.startswith("No published value")]  # there are some, just not shown
+        notes.append(f"The published {', '.join(unmatched)} values are left out: no {' or '.join(unmatched)} was"
+                     " measured for this table (its metrics: " + ", ".join(metrics) + ").")
     return Table(name=name, title=_title(spec, dataset, protocol), spec=spec.name, dataset=dataset,
                  protocol=protocol, metrics=list(metrics), variants=variants, generators=generators,
                  runs=runs, cells=cells, paper_columns=cols, paper_values=paper_values, notes=notes,
