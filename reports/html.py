@@ -63,6 +63,9 @@ class RunInfo:
     strip_note: str = ""
     control: Optional[bytes] = None
     control_note: str = ""
+    real_grid: Optional[bytes] = None     # GIF: real training clips in the sample grid's layout and size
+    real_control: Optional[bytes] = None  # GIF: real training clips in the control grid's layout and size
+    real_note: str = ""
     disentangle: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -119,24 +122,6 @@ def _load_preview_clips(samples_dir: Path, n: int):
     return np.concatenate(out) if out else None
 
 
-def _render_gif(clips, path: Path) -> bytes:
-    """A GIF grid of ``clips`` written to ``path`` (the sampling subsystem's writer when present)."""
-    try:
-        from vfbench.sampling import write_gif_grid
-    except ImportError:
-        write_gif_grid = None
-    if write_gif_grid is not None:
-        write_gif_grid(clips, path, fps=8)
-        return path.read_bytes()
-    from vfbench.reports.plots import gif_grid
-
-    cols = min(4, len(clips))
-    rows = len(clips) // cols
-    data = gif_grid(clips[: rows * cols], rows, cols)
-    atomic_write_bytes(path, data)
-    return data
-
-
 STRIP_CLIPS = 4
 
 
@@ -183,22 +168,47 @@ def filmstrip_png(run: RunInfo) -> None:
         return
 
 
+def _cached_gif(path: Path, make: Callable[[], Optional[bytes]]) -> Optional[bytes]:
+    if path.is_file():
+        return path.read_bytes()
+    data = make()
+    if data is not None:
+        atomic_write_bytes(path, data)
+    return data
+
+
+def _real_grid(run: RunInfo, n: int, cols: int, **labels) -> Optional[bytes]:
+    """The run's first ``n`` real training clips in the layout of a sample grid of ``n`` clips (so both
+    have the same pixel size), cached; None with ``run.real_note`` saying why when unreadable here."""
+    from vfbench.reports.grids import grid_gif
+
+    tag = "-labelled" if labels else ""
+    cached = run.dir / CACHE_DIR / f"real-n{n}-c{cols}{tag}.gif"
+    if cached.is_file():
+        return cached.read_bytes()
+    real, why = real_clips_of(run, n)
+    if real is None:
+        run.real_note = why
+        return None
+    if len(real) < n:
+        run.real_note = f"the dataset has only {len(real)} clips"
+    return _cached_gif(cached, lambda: grid_gif(real, cols, **labels))
+
+
 def preview_gif(run: RunInfo) -> None:
+    """A grid of the newest complete sample set's clips and, beside it, as many real training clips in
+    the same layout: the same size on the page, so content and motion compare at a glance."""
+    from vfbench.reports.grids import grid_gif
+
     for sdir in _sample_sets(run.dir):
-        gif = sdir / "preview.gif"
-        if gif.is_file():
-            run.preview, run.preview_note = gif.read_bytes(), f"samples/{sdir.name}"
-            return
-        cached = run.dir / CACHE_DIR / f"preview-{sdir.name}.gif"
-        if cached.is_file():
-            run.preview, run.preview_note = cached.read_bytes(), f"samples/{sdir.name}"
-            return
         try:
             clips = _load_preview_clips(sdir, PREVIEW_CLIPS)
             if clips is None:
                 continue
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            run.preview, run.preview_note = _render_gif(clips, cached), f"samples/{sdir.name}"
+            run.preview = _cached_gif(run.dir / CACHE_DIR / f"samples-{sdir.name}.gif",
+                                      lambda: grid_gif(clips, GRID_COLS))
+            run.preview_note = f"samples/{sdir.name}"
+            run.real_grid = _real_grid(run, len(clips), GRID_COLS)
             return
         except (OSError, ValueError, VfbenchError) as exc:
             run.preview_note = f"could not render samples/{sdir.name}: {exc}"
@@ -229,38 +239,52 @@ def control_grid_clips(generator, rows: int = GRID_ROWS, cols: int = GRID_COLS, 
                             base_noise=base_noise, residual_noise=residual_noise, **extra)
 
 
+GRID_ROW_LABELS = [f"content {r + 1}" for r in range(GRID_ROWS)]     # row r: base noise b_r
+GRID_COL_LABELS = [f"motion {c + 1}" for c in range(GRID_COLS)]      # column c: residual noise r_c
+
+
 def control_grid(run: RunInfo, enabled: bool, steps: Optional[int] = None) -> None:
-    """The content/motion grid of a VideoFusion run: from the cache, or sampled when ``enabled``
-    (opt-in: sampling it is the slowest part of a report)."""
+    """The content/motion grid of a VideoFusion run, labelled (rows: content, columns: motion), with
+    real clips in the same layout beside it. The sampled clips are cached (sampling them is the
+    slowest part of a report, so it is opt-in); the labelled GIF is drawn from them each time."""
+    import numpy as np
+
+    from vfbench.reports.grids import grid_gif
+
     if run.generator != "videofusion" or run.is_base_pretraining or run.step <= 0:
         return
-    cached = run.dir / CACHE_DIR / (f"control-grid-step{run.step}" + (f"-ss{steps}" if steps else "") + ".gif")
+    cached = run.dir / CACHE_DIR / (f"control-grid-step{run.step}" + (f"-ss{steps}" if steps else "") + ".npy")
+    clips = None
     if cached.is_file():
-        run.control = cached.read_bytes()
-        return
-    if not enabled:
+        try:
+            clips = np.load(cached, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            run.control_note = f"cached grid {cached} unreadable ({exc}); delete it and rerun with --control-grid"
+            return
+    elif not enabled:
         run.control_note = "not rendered (vfbench report --control-grid samples it)"
         return
-    try:
-        from vfbench.runs import load_run
-
-        gen, _cfg = load_run(run.dir, ema=True)
-        clips = control_grid_clips(gen, steps=steps).numpy()
+    else:
         try:
-            from vfbench.sampling import write_gif_grid
-        except ImportError:
-            write_gif_grid = None
-        if write_gif_grid is not None:  # the shared writer (enlarges tiny tiles), rows of GRID_COLS
-            write_gif_grid(clips, cached, fps=8, cols=GRID_COLS)
-            run.control = cached.read_bytes()
-        else:
-            from vfbench.reports.plots import gif_grid
+            from vfbench.atomic import atomic_write
+            from vfbench.runs import load_run
 
-            run.control = gif_grid(clips, GRID_ROWS, GRID_COLS)
-            atomic_write_bytes(cached, run.control)
-    except (ImportError, VfbenchError, RuntimeError, ValueError, OSError) as exc:
-        # one run that cannot be sampled (torn checkpoint, old architecture) must not sink the report
-        run.control_note = f"not rendered: {exc}"
+            gen, _cfg = load_run(run.dir, ema=True)
+            clips = control_grid_clips(gen, steps=steps).numpy()
+            with atomic_write(cached, "wb") as fh:
+                np.save(fh, clips, allow_pickle=False)
+        except (ImportError, VfbenchError, RuntimeError, ValueError, OSError) as exc:
+            # one run that cannot be sampled (torn checkpoint, old architecture) must not sink the report
+            run.control_note = f"not rendered: {exc}"
+            return
+    try:
+        run.control = grid_gif(clips, GRID_COLS, row_labels=GRID_ROW_LABELS, col_labels=GRID_COL_LABELS)
+    except (ValueError, VfbenchError) as exc:
+        run.control_note = f"cached grid {cached} is not a clip grid ({exc}); delete it and rerun with --control-grid"
+        return
+    # the same margins, left blank, keep the real grid exactly the control grid's size
+    run.real_control = _real_grid(run, len(clips), GRID_COLS, row_labels=["real clips"] + [""] * (GRID_ROWS - 1),
+                                  col_labels=[""] * GRID_COLS)
 
 
 def collect_runs(store: ResultsStore, records: Sequence[Dict[str, Any]], control: bool,
@@ -338,8 +362,8 @@ th{background:#f3f5f7}td.l,th.l{text-align:left}
 th.paper,td.paper{background:#fff6e0;color:#5c4400;font-style:italic}
 .muted{color:#65707b;font-size:12px}.notes{font-size:12.5px;color:#3b4650;max-width:1100px}
 code{background:#f3f5f7;padding:1px 4px;border-radius:3px;font-size:12px}
-.cards{display:flex;flex-wrap:wrap;gap:16px}.card{border:1px solid #d0d7de;border-radius:6px;padding:8px;
-max-width:560px}.card img{image-rendering:pixelated;max-width:100%}
+.cards{display:flex;flex-wrap:wrap;gap:16px}.pair{display:flex;gap:8px;margin:6px 0}.pair figure{flex:1 1 0;min-width:0;margin:0}.card{border:1px solid #d0d7de;border-radius:6px;padding:8px;
+max-width:560px}.card.wide{max-width:780px}.card img{image-rendering:pixelated;max-width:100%}
 img.plot{max-width:100%;border:1px solid #eef0f2}
 .warn{background:#fdecea;border-left:4px solid #d93025;padding:6px 10px;font-size:13px}
 .scroll{max-width:100%;overflow-x:auto;-webkit-overflow-scrolling:touch}
@@ -442,6 +466,29 @@ def _ablation_table(t) -> str:
             + (f'<ul class="notes">{notes}</ul>' if notes else ""))
 
 
+def _mini_banner(records: Sequence[Dict[str, Any]]) -> List[str]:
+    """The warning over mini-protocol records, saying what they used (from the records themselves:
+    a TaiChi/I3D report must not claim the built-in extractor on shapes)."""
+    from vfbench.reports.tables import extractor_name
+
+    mini = [r for r in records if str(r.get("protocol")) == "mini"]
+    if not mini:
+        return []
+    extractors = sorted({extractor_name(r) for r in mini} - {"?"})
+    datasets = sorted({str(r["dataset"]) for r in mini if r.get("dataset")})
+    fakes = sorted({int(r["num_fake"]) for r in mini if isinstance(r.get("num_fake"), int) and r["num_fake"] > 0})
+    what = []
+    if fakes:
+        what.append(f"{fakes[0]}" + (f"–{fakes[-1]}" if len(fakes) > 1 else "") + " generated clips, not 2048")
+    if extractors:
+        what.append("extractor " + ", ".join(f"<code>{e(x)}</code>" for x in extractors))
+    if datasets:
+        what.append("on " + ", ".join(f"<code>{e(d)}</code>" for d in datasets))
+    detail = f" ({'; '.join(what)})" if what else ""
+    return [f'<p class="warn">Records marked <b>mini</b> use the CPU-scale protocol{detail}: they are not'
+            " comparable to published numbers.</p>"]
+
+
 def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[str, Any]], tables,
            bench: Sequence[tuple], title: str) -> str:
     from vfbench.provenance import provenance
@@ -464,9 +511,7 @@ def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[
         ' <a href="#tables">tables</a> · <a href="#plots">plots</a> · <a href="#samples">samples</a> ·'
         ' <a href="#control">content/motion control</a></p>',
     ]
-    if any(str(r.get("protocol")) == "mini" for r in records):
-        parts.append('<p class="warn">Records marked <b>mini</b> use the CPU-scale protocol (fewer clips; the'
-                     " built-in extractor on <code>shapes</code>): they are not comparable to published numbers.</p>")
+    parts += _mini_banner(records)
 
     parts += ['<h2 id="runs">Runs</h2>', _runs_table(runs)]
     parts += ['<h2 id="results">Result records</h2>',
@@ -498,35 +543,62 @@ def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[
                       '<p class="muted">Ratios below 1 mean VideoFusion is cheaper. The paper measured'
                       " its own models at 16x128x128 on a GPU; compare directions.</p>"]
 
-    parts.append('<h2 id="samples">Samples</h2><div class="cards">')
-    for r in runs:
-        if r.is_base_pretraining:
-            continue
-        body = img("image/gif", r.preview, f"samples of {r.name}") if r.preview else f'<p class="muted">{e(r.preview_note)}</p>'
-        if r.strip:
-            body += ('<br><span class="muted">real training clips (top) and generated clips, one clip per row, '
-                     f'frames left to right{": " + e(r.strip_note) if r.strip_note else ""}</span><br>'
-                     + img("image/png", r.strip, f"real clips and samples of {r.name}", "plot"))
-        parts.append(f'<div class="card"><b><code>{e(r.name)}</code></b> <span class="muted">{e(r.generator)}'
-                     f" · step {r.step} · {e(r.preview_note if r.preview else '')}</span><br>{body}</div>")
-    parts.append("</div>")
+    parts.append('<h2 id="samples">Samples</h2><p class="muted">Each run\'s generated clips beside as many of its'
+                 " real training clips, in the same layout and at the same size; runs grouped by the table they"
+                 " belong to.</p>")
+    for group, members in _groups([r for r in runs if not r.is_base_pretraining]):
+        parts.append(f"<h3>{e(group)}</h3><div class=\"cards\">")
+        for r in members:
+            gen = (img("image/gif", r.preview, f"samples of {r.name}") if r.preview
+                   else f'<p class="muted">{e(r.preview_note)}</p>')
+            body = _beside(r, r.real_grid, gen, f"generated ({r.preview_note})" if r.preview else "generated")
+            if r.strip:
+                body += ('<span class="muted">real training clips (top) and generated clips, one clip per row, '
+                         f'frames left to right{": " + e(r.strip_note) if r.strip_note else ""}</span><br>'
+                         + img("image/png", r.strip, f"real clips and samples of {r.name}", "plot"))
+            parts.append(f'<div class="card"><b><code>{e(r.name)}</code></b> <span class="muted">{e(r.generator)}'
+                         f" · step {r.step}</span>{body}</div>")
+        parts.append("</div>")
 
     parts.append('<h2 id="control">VideoFusion content / motion control</h2>'
-                 '<p class="muted">Rows share the base noise (content), columns share the residual noise'
-                 " (motion); sampled from each run's EMA weights with fixed seeds.</p><div class=\"cards\">")
+                 '<p class="muted">Row <i>content k</i>: every clip shares base noise k (the same content should'
+                 " appear along the row); column <i>motion k</i>: every clip shares residual noise k (the same"
+                 " motion should appear down the column). Sampled from each run's EMA weights with fixed seeds;"
+                 " real training clips in the same layout beside each grid.</p><div class=\"cards\">")
     any_vf = False
     for r in runs:
         if r.generator != "videofusion" or r.is_base_pretraining:
             continue
         any_vf = True
         score = "".join(f"<br>{e(d.get('metric'))}: <b>{e(_fmt(d.get('value')))}</b>" for d in r.disentangle)
-        body = img("image/gif", r.control, f"control grid of {r.name}") if r.control else f'<p class="muted">{e(r.control_note or "not available")}</p>'
-        parts.append(f'<div class="card"><b><code>{e(r.name)}</code></b> <span class="muted">step {r.step}</span>'
-                     f"{score}<br>{body}</div>")
+        if r.control:
+            body = _beside(r, r.real_control, img("image/gif", r.control, f"control grid of {r.name}"),
+                           "generated: rows content, columns motion")
+        else:
+            body = f'<p class="muted">{e(r.control_note or "not available")}</p>'
+        parts.append(f'<div class="card wide"><b><code>{e(r.name)}</code></b> <span class="muted">step {r.step}'
+                     f"</span>{score}{body}</div>")
     if not any_vf:
         parts.append('<p class="muted">No VideoFusion runs.</p>')
     parts.append("</div></body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _groups(runs: Sequence[RunInfo]) -> List[tuple]:
+    """(heading, runs) per table the runs were trained for (``plan.json``'s group), in order of appearance."""
+    out: Dict[str, List[RunInfo]] = {}
+    for r in runs:
+        g = str(r.plan.get("group") or "")
+        out.setdefault(f"{g} runs" if g else "other runs", []).append(r)
+    return list(out.items())
+
+
+def _beside(run: RunInfo, real: Optional[bytes], generated: str, caption: str) -> str:
+    """Real clips | a generated grid, as two equal figures (the GIFs have the same pixel size)."""
+    left = (img("image/gif", real, f"real clips of {run.name}") if real
+            else f'<p class="muted">{e(run.real_note or "real clips unavailable")}</p>')
+    return ('<div class="pair"><figure><figcaption class="muted">real training clips</figcaption>'
+            f'{left}</figure><figure><figcaption class="muted">{e(caption)}</figcaption>{generated}</figure></div>')
 
 
 def build_report(store: ResultsStore, *, title: str = "vfbench report", control_grid: bool = False,

@@ -108,7 +108,7 @@ def test_self_contained(report):
     pngs = re.findall(r'src="data:image/png;base64,', text)
     gifs = re.findall(r'src="data:image/gif;base64,', text)
     assert len(pngs) >= 3     # metric vs lambda, training loss, efficiency bars
-    assert len(gifs) == 3     # one sample grid per run with shards
+    assert len(gifs) == 6     # per run with shards: its sample grid and its real clips beside it
     assert "default-src 'none'" in text
 
 
@@ -121,8 +121,9 @@ def test_report_content(report):
     assert "[99.00, 101.0]" in text       # confidence interval of a record
     assert "VideoFusion / VDM" in text and "<td>0.25</td>" in text and "0.425" in text  # measured vs Table 4
     assert "123,456" not in text and "0.12M" in text   # parameter count
-    # the rendered preview GIF is cached in the run dir for the next report
-    assert list((store.runs_dir / "ablate-lambda-0.25-shapes-s0" / "report").glob("preview-*.gif"))
+    # the rendered sample grid and the real clips beside it are cached in the run dir for the next report
+    cache = store.runs_dir / "ablate-lambda-0.25-shapes-s0" / "report"
+    assert list(cache.glob("samples-*.gif")) and list(cache.glob("real-*.gif"))
     # real training clips beside every run's samples (a PNG filmstrip: real rows above generated rows)
     assert text.count("real training clips (top) and generated clips") == 3
     strip = next((store.runs_dir / "ablate-lambda-0.25-shapes-s0" / "report").glob("strip-*.png"))
