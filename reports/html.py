@@ -422,26 +422,45 @@ def _table(head: Sequence[str], rows: Sequence[str], left: int = 1, paper_from: 
 
 
 def _records_table(records: Sequence[Dict[str, Any]]) -> str:
+    """One row per record; the optional columns (std, CI, trials, sample set) appear only when some
+    record has a value there, so a table never shows a column of dashes for what nothing measured."""
     from vfbench.reports.tables import extractor_name
 
     if not records:
         return '<p class="muted">No result records yet: <code>vfbench evaluate --all</code> writes them.</p>'
-    head = ("run", "metric", "protocol", "value", "std", "95% CI", "trials", "real", "generated", "extractor",
-            "sample set", "created")
-    rows = []
-    for r in records:
-        ci = "—" if r.get("ci_low") is None else f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]"
+
+    def ci(r):
+        return None if r.get("ci_low") is None else f"[{_fmt(r.get('ci_low'))}, {_fmt(r.get('ci_high'))}]"
+
+    def arrow(r):
         hib = r.get("higher_is_better")
-        arrow = "" if hib is None else (" ↑" if hib else " ↓")
-        created = str((r.get("provenance") or {}).get("created", "—"))
-        rows.append("<tr>" + "".join([
-            f'<td class="l"><code>{e(r.get("run"))}</code></td>', f'<td class="l">{e(r.get("metric"))}{e(arrow)}</td>',
-            f'<td class="l">{e(r.get("protocol"))}</td>', f"<td>{e(_fmt(r.get('value')))}</td>",
-            f"<td>{e(_fmt(r.get('std')))}</td>", f"<td>{e(ci)}</td>", f"<td>{e(r.get('trials', '—'))}</td>",
-            f"<td>{e(r.get('num_real', '—'))}</td>", f"<td>{e(r.get('num_fake', '—'))}</td>",
-            f'<td class="l">{e(extractor_name(r))}</td>',
-            f'<td class="l">{e(Path(str(r.get("samples_dir") or "—")).name)}</td>',
-            f'<td class="l muted">{e(created)}</td>']) + "</tr>")
+        return "" if hib is None else (" ↑" if hib else " ↓")
+
+    # (header, cell text or None, css class, optional)
+    columns = [
+        ("run", lambda r: f"<code>{e(r.get('run'))}</code>", "l", False),
+        ("metric", lambda r: f"{e(r.get('metric'))}{e(arrow(r))}", "l", False),
+        ("protocol", lambda r: e(r.get("protocol")), "l", False),
+        ("value", lambda r: e(_fmt(r.get("value"))), "", False),
+        ("std", lambda r: None if r.get("std") is None else e(_fmt(r["std"])), "", True),
+        ("95% CI", lambda r: None if ci(r) is None else e(ci(r)), "", True),
+        ("trials", lambda r: None if r.get("trials") in (None, 1) else e(r["trials"]), "", True),
+        ("real", lambda r: e(r.get("num_real", "—")), "", False),
+        ("generated", lambda r: e(r.get("num_fake", "—")), "", False),
+        ("extractor", lambda r: e(extractor_name(r)), "l", False),
+        ("sample set", lambda r: None if not r.get("samples_dir") else e(Path(str(r["samples_dir"])).name), "l", True),
+        ("created", lambda r: e((r.get("provenance") or {}).get("created", "—")), "l muted", False),
+    ]
+    cells = [[fn(r) for _h, fn, _c, _o in columns] for r in records]
+    keep = [j for j, (_h, _f, _c, optional) in enumerate(columns) if not optional or any(row[j] for row in cells)]
+    head = [columns[j][0] for j in keep]
+    rows = []
+    for row in cells:
+        tds = []
+        for j in keep:
+            cls = columns[j][2]
+            tds.append((f'<td class="{cls}">' if cls else "<td>") + (row[j] if row[j] is not None else "—") + "</td>")
+        rows.append("<tr>" + "".join(tds) + "</tr>")
     return _table(head, rows, left=3)
 
 

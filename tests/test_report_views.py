@@ -119,3 +119,12 @@ def test_banner_names_what_the_records_used():
     assert "i3d-torchscript" in banner and "taichi" in banner and "64 generated clips" in banner
     assert "shapes" not in banner and "built-in" not in banner
     assert report_html._mini_banner([{"protocol": "paper", "dataset": "ucf101"}]) == []
+
+
+def test_record_columns_follow_what_was_measured():
+    bare = [{"run": "r", "metric": "fvd_x", "protocol": "mini", "value": 1.0, "trials": 1, "num_fake": 8}]
+    text = report_html._records_table(bare)
+    assert "<th>value</th>" in text
+    assert not any(f"<th>{h}</th>" in text for h in ("std", "95% CI", "trials", "sample set"))
+    full = report_html._records_table([dict(bare[0], std=0.5, ci_low=0.5, ci_high=1.5, trials=3)])
+    assert all(f"<th>{h}</th>" in full for h in ("std", "95% CI", "trials"))
