@@ -106,3 +106,20 @@ def test_nothing_is_wider_than_the_viewport(tmp_path, width):
     layout = json.loads(html.unescape(m.group(1)))
     assert width - 20 <= layout["vw"] <= width and layout["page"] <= layout["vw"], layout  # less its scrollbar
     assert not layout["bad"], layout["bad"][:10]
+
+
+def test_screenshot_reaches_the_samples(tmp_path):
+    """`vfbench report --screenshot`: the PNG runs past the sample grids and stops under the last element."""
+    from PIL import Image
+
+    from test_report import make_store
+    from vfbench.reports.screenshot import MAX_HEIGHT, WIDTH, screenshot
+
+    store = make_store(tmp_path / "results")
+    path = report_html.write_report(store, control_grid=False)
+    shot = screenshot(path, tmp_path / "shot.png", chromium=CHROMIUM)
+    with Image.open(shot) as im:
+        assert im.width == WIDTH and 2000 < im.height < MAX_HEIGHT    # cropped, and taller than one screen
+        bottom = im.convert("L").crop((0, im.height - 800, im.width, im.height))
+        lo, hi = bottom.getextrema()
+        assert hi - lo > 50          # the last screenful (the samples / control section) is drawn

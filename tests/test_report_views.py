@@ -128,3 +128,19 @@ def test_record_columns_follow_what_was_measured():
     assert not any(f"<th>{h}</th>" in text for h in ("std", "95% CI", "trials", "sample set"))
     full = report_html._records_table([dict(bare[0], std=0.5, ci_low=0.5, ci_high=1.5, trials=3)])
     assert all(f"<th>{h}</th>" in full for h in ("std", "95% CI", "trials"))
+
+
+def test_screenshot_without_chromium_is_one_error_line_before_any_work(tmp_path, capsys, monkeypatch):
+    import pytest
+
+    from test_report import make_store
+    from vfbench.cli import main
+
+    store = make_store(tmp_path / "res")
+    monkeypatch.setenv("VFBENCH_CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SystemExit) as ei:
+        main(["report", "--results", str(store.root), "--screenshot", str(tmp_path / "s.png")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert ei.value.code == 2 and err[-1].startswith("error:") and "VFBENCH_CHROMIUM" in err[-1]
+    assert not (store.root / "reports" / "report.html").exists()

@@ -19,10 +19,13 @@ def report_cmd(
                                            " (the slow part of a report; cached grids are always shown)"),
     sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", show_default="the run's sampling_steps",
                                                  help="DDIM steps of the control grids"),
+    screenshot: Optional[str] = typer.Option(None, "--screenshot", show_default="none",
+                                             help="also write a PNG of the whole report (headless Chromium)"),
 ):
     """Write an HTML report (runs, metrics with CIs, tables beside the papers', plots, sample GIFs).
 
     Example: vfbench report --results vfbench-results
+    docs/report.png: vfbench report --results DIR --control-grid --screenshot docs/report.png
     """
     from vfbench.errors import UsageError
     from vfbench.reports.html import write_report
@@ -36,6 +39,16 @@ def report_cmd(
         from vfbench.errors import check_positive
 
         check_positive("--sampling-steps", sampling_steps)
+    if screenshot is not None:
+        from vfbench.reports.screenshot import find_chromium
+
+        find_chromium()  # before the report is built
     path = write_report(store, out, title=title, control_grid=control_grid, sampling_steps=sampling_steps,
                         log=lambda s: typer.echo(s, err=True))
     typer.echo(str(path))
+    if screenshot is not None:
+        from pathlib import Path
+
+        from vfbench.reports.screenshot import screenshot as take
+
+        typer.echo(str(take(path, Path(screenshot))))
