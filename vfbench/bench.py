@@ -440,9 +440,13 @@ def _meta_denoiser(name: str, preset: str, frames: int, size: int, batch: int):
             zp = z[:, others] - (lam ** 0.5) * 0.7 * bhat.unsqueeze(1)
             # the residual's conditioning input (the keyframe, in pixels) repeated for every non-key frame
             extra = residual.cfg.extra_input_channels
-            cond = z[:, key].repeat_interleave(len(others), dim=0)[:, :extra] if extra else None
-            rhat = residual(zp.flatten(0, 1), t.repeat_interleave(len(others)),
-                            cond=cond).view(batch, len(others), 3, size, size)
+            if residual.cfg.video:  # residual_temporal: one video call on all N frames (keyframe slot included)
+                cond = z[:, key, :extra].unsqueeze(2).expand(-1, -1, frames, -1, -1) if extra else None
+                rhat = residual(z.transpose(1, 2), t, cond=cond).transpose(1, 2)[:, others]
+            else:
+                cond = z[:, key].repeat_interleave(len(others), dim=0)[:, :extra] if extra else None
+                rhat = residual(zp.flatten(0, 1), t.repeat_interleave(len(others)),
+                                cond=cond).view(batch, len(others), 3, size, size)
             eps = torch.empty_like(z)
             eps[:, key] = bhat
             eps[:, others] = (lam ** 0.5) * bhat.unsqueeze(1) + ((1 - lam) ** 0.5) * rhat
@@ -629,12 +633,18 @@ def _breakdown(models, z: torch.Tensor, t_int: int, cfg: EfficiencyConfig, devic
     b, n = z.shape[:2]
     t = torch.full((b,), t_int, dtype=torch.long, device=z.device)
     m = len(vf.others)
-    zr = z[:, vf.others].flatten(0, 1).contiguous()
-    tr = t.repeat_interleave(m)
-    fi = torch.tensor(vf.others, device=z.device).repeat(b)
-    zk = z[:, vf.key].contiguous()
     extra = vf.residual.cfg.extra_input_channels
-    cr = torch.zeros(zr.shape[0], extra, *zr.shape[2:], device=z.device, dtype=zr.dtype) if extra else None
+    if vf.residual.cfg.video:  # residual_temporal: one video call on all N frames (keyframe slot included)
+        m = n
+        zr = z.transpose(1, 2).contiguous()
+        tr, fi = t, torch.arange(n, device=z.device).expand(b, n)
+        cr = torch.zeros(b, extra, *zr.shape[2:], device=z.device, dtype=zr.dtype) if extra else None
+    else:
+        zr = z[:, vf.others].flatten(0, 1).contiguous()
+        tr = t.repeat_interleave(m)
+        fi = torch.tensor(vf.others, device=z.device).repeat(b)
+        cr = torch.zeros(zr.shape[0], extra, *zr.shape[2:], device=z.device, dtype=zr.dtype) if extra else None
+    zk = z[:, vf.key].contiguous()
     parts = {
         "vdm: full space-time U-Net": lambda: vdm.unet(z.transpose(1, 2), t),
         "vdm: spatial layers only (temporal off)": lambda: vdm.unet(z.transpose(1, 2), t, temporal=False),
