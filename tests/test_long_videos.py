@@ -263,8 +263,11 @@ def test_cli_sample_length_on_a_tiny_vdm_run(tmp_path, capsys):
     weight = ("--control", "guidance_weight=1.5")
     code, _, err = run_cli(capsys, *sample, *weight, "--length", "6", "--tag", long_dir.name)
     assert code == 2 and "(differs in length)" in err and "--force" in err
+    code, _, err = run_cli(capsys, *sample, "--tag", long_dir.name)
+    assert code == 2 and "differs in controls, length" in err  # dropping --length is a change too
+    # guidance_weight is a long-video control: without --length it is refused before anything is drawn
     code, _, err = run_cli(capsys, *sample, *weight, "--tag", long_dir.name)
-    assert code == 2 and "(differs in length)" in err  # dropping --length is a change too
+    assert code == 2 and "guidance_weight" in err
     code, out, err = run_cli(capsys, *sample, *weight, "--length", "6", "--tag", long_dir.name, "--force")
     assert code == 0, err
     assert load_samples(long_dir).shape == (3, 6, 3, 8, 8)

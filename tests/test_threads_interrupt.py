@@ -68,7 +68,15 @@ def test_resume_command_and_line():
     assert "finished runs" in interrupted_line(KeyboardInterrupt(), ["demo", "--quick"])
 
 
-def test_trainer_checkpoints_last_completed_step_on_sigint(tmp_path):
+@pytest.fixture
+def default_sigint():
+    # a test runner started in the background (`cmd &`) inherits SIGINT ignored; Ctrl-C needs the default
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_trainer_checkpoints_last_completed_step_on_sigint(tmp_path, default_sigint):
     from vfbench.training import TrainConfig, train
 
     class Interrupting(ToyGen):
