@@ -245,7 +245,9 @@ def sample_clips(model, n: int, generator: Optional[torch.Generator] = None, **c
     ``labels`` (class-conditional models; drawn uniformly when omitted), ``guidance_scale``, ``sampler``
     (``ddim`` | ``ddpm``), ``steps`` (default ``sampling_steps``; DDPM with ``steps = num_timesteps`` is
     Algorithm 1 exactly, with fewer steps the respaced ancestral chain, i.e. DDIM with eta = 1), ``eta``,
-    ``batch_size`` (default min(n, 32); it changes speed and memory, never the bytes).
+    ``batch_size`` (default min(n, 32); it changes speed and memory, not the bytes: the noise is per clip;
+    with the temporal residual net at toy clip lengths, e.g. 4 frames, batches of frames can take another
+    conv kernel and a value can move by one uint8 level; at 16 frames the bytes are identical, tested).
     ``generator=None`` means a generator seeded with 0.
     """
     plan = _Plan(model, n, generator, **controls)
