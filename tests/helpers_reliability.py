@@ -83,6 +83,19 @@ def vfbench(args: Sequence[str], timeout: float = 120, **env) -> subprocess.Comp
                           capture_output=True, text=True, timeout=timeout)
 
 
+def cli_in_process(capsys, *argv):
+    """``vfbench ARGV`` in this process (``vfbench.cli.main``): ``(exit code, stdout, stderr)`` as captured
+    by pytest's ``capsys``; arguments may be paths or numbers."""
+    import pytest
+
+    from vfbench.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main([str(a) for a in argv])
+    out = capsys.readouterr()
+    return ei.value.code, out.out, out.err
+
+
 def exit_codes(stdout: str) -> List[int]:
     """Exit codes of the commands of a multi-command child (``::``), from its ``@@exit N`` lines."""
     return [int(line.split()[1]) for line in stdout.splitlines() if line.startswith("@@exit ")]

@@ -9,14 +9,7 @@ import warnings
 import numpy as np
 import pytest
 
-from vfbench.cli import main
-
-
-def run(capsys, *argv):
-    with pytest.raises(SystemExit) as ei:
-        main(list(argv))
-    out = capsys.readouterr()
-    return ei.value.code, out.out, out.err
+from helpers_reliability import cli_in_process as run
 
 
 @pytest.mark.parametrize("argv, expected", [

@@ -12,8 +12,7 @@ import json
 import pytest
 from PIL import Image
 
-from helpers_reliability import tree_digest
-from vfbench.cli import main
+from helpers_reliability import tree_digest, cli_in_process as cli
 
 FRAMES = 4
 
@@ -36,13 +35,6 @@ def root(tmp_path, monkeypatch):
     _frames(r / "fake", 6)
     (r / "fake" / "002.png").write_text("not an image, just named like one")
     return r
-
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as ei:
-        main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return ei.value.code, out.out, out.err
 
 
 def test_data_info_skips_what_training_could_not_decode(capsys, root):

@@ -15,8 +15,7 @@ import tracemalloc
 import pytest
 import torch
 
-from helpers_reliability import assert_clean_error
-from vfbench.cli import main
+from helpers_reliability import assert_clean_error, cli_in_process as cli
 from vfbench.errors import WeightsError
 
 FRAMES, SIZE = 4, 8
@@ -28,13 +27,6 @@ class _Evil:
 
     def __reduce__(self):
         return (exec, (f"open({self.sentinel!r}, 'w').write('pwned')",))
-
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as ei:
-        main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return ei.value.code, out.out, out.err
 
 
 def tiny(name):

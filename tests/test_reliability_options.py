@@ -12,18 +12,10 @@ import json
 
 import pytest
 
-from helpers_reliability import assert_clean_error
-from vfbench.cli import main
+from helpers_reliability import assert_clean_error, cli_in_process as cli
 from vfbench.errors import DataError
 
 TINY = ["--preset", "tiny", "--size", "8", "--steps", "1", "--device", "cpu", "--no-progress"]
-
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as ei:
-        main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return ei.value.code, out.out, out.err
 
 
 @pytest.fixture

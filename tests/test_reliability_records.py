@@ -13,8 +13,7 @@ import warnings
 import numpy as np
 import pytest
 
-from helpers_reliability import assert_clean_error, make_samples_run, register_test_metrics
-from vfbench.cli import main
+from helpers_reliability import assert_clean_error, make_samples_run, register_test_metrics, cli_in_process as cli
 
 NOT_RECORDS = {
     "list.json": "[1, 2]", "null.json": "null", "text.json": '"fvd"', "number.json": "3",
@@ -22,13 +21,6 @@ NOT_RECORDS = {
     "bool-value.json": '{"metric": "fvd_rel", "value": true}', "run-list.json": '{"metric": "m", "value": 1, "run": [1]}',
     "torn.json": '{"metric": "fvd_rel", "val', "binary.json": b"\xff\xfe\x00garbage",
 }
-
-
-def cli(capsys, *argv):
-    with pytest.raises(SystemExit) as ei:
-        main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return ei.value.code, out.out, out.err
 
 
 @pytest.fixture
