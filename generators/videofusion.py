@@ -227,10 +227,12 @@ class VideoFusion(Generator):
             return out
         m = len(self.others)
         lam_others = [self.lam[i] for i in self.others]
-        z_prime = remove_base_noise(self.schedule, z_t[:, self.others], t, base_used, lam_others)
+        # Eq. 12 on every frame: the keyframe's (lam_k = 1) is what the temporal residual net sees in its slot
+        z_prime_all = remove_base_noise(self.schedule, z_t, t, base_used, self.lam)
+        z_prime = z_prime_all[:, self.others]
         cond = self._residual_condition(z_key, t, base_out, base_hat, stop_gradient, keyframe)
         if cfg.residual_temporal:
-            residual_out = self._residual_video(z_prime, z_key, t, base_used, class_labels, cond)
+            residual_out = self._residual_video(z_prime_all, t, class_labels, cond)
         else:
             frame_index = torch.tensor(self.others, device=z_t.device).repeat(b)
             labels = class_labels.repeat_interleave(m) if class_labels is not None else None
@@ -244,18 +246,17 @@ class VideoFusion(Generator):
                    residual_hat=residual_output_to_noise(z_prime, residual_out, process, cfg.prediction))
         return out
 
-    def _residual_video(self, z_prime: torch.Tensor, z_key: torch.Tensor, t: torch.Tensor, base_used: torch.Tensor,
-                        class_labels: Optional[torch.Tensor], cond: Optional[torch.Tensor]) -> torch.Tensor:
+    def _residual_video(self, z_prime_all: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor],
+                        cond: Optional[torch.Tensor]) -> torch.Tensor:
         """``residual_temporal``: one video-U-Net call over the whole clip, so the frames' temporal attention sees
         true frame offsets. The keyframe's slot holds its latent with the base noise removed (Eq. 12 with
         ``lam_k = 1``, i.e. ``sqrt(abar_t)`` times the base's keyframe estimate); its output is discarded, since
-        the keyframe's noise is ``bhat`` alone (Eq. 13). Returns the non-key frames' outputs ``[B, N - 1, C, H, W]``."""
-        b, n = z_prime.shape[0], self.config.frames
-        key_prime = remove_base_noise(self.schedule, z_key.unsqueeze(1), t, base_used, [1.0])
-        frames = torch.cat([z_prime[:, :self.key], key_prime, z_prime[:, self.key:]], dim=1)  # [B, N, C, H, W]
-        frame_index = torch.arange(n, device=z_prime.device).expand(b, n)
+        the keyframe's noise is ``bhat`` alone (Eq. 13). ``z_prime_all`` is Eq. 12 on all N frames; returns the non-key
+        frames' outputs ``[B, N - 1, C, H, W]``."""
+        b, n = z_prime_all.shape[:2]
+        frame_index = torch.arange(n, device=z_prime_all.device).expand(b, n)
         video_cond = cond.unsqueeze(2).expand(-1, -1, n, -1, -1) if cond is not None else None
-        out = self.residual(frames.transpose(1, 2), t, class_labels=class_labels, frame_index=frame_index,
+        out = self.residual(z_prime_all.transpose(1, 2), t, class_labels=class_labels, frame_index=frame_index,
                             cond=video_cond)
         return out.transpose(1, 2)[:, self.others]
 
