@@ -76,3 +76,7 @@ def test_quality_table_end_to_end(tmp_path):
     saved = json.loads((tmp_path / "tables" / "quality.json").read_text())
     assert saved["rows"][0]["row"] == "vf" and "| vf |" in (tmp_path / "tables" / "quality.md").read_text()
     assert (tmp_path / "fig.png").stat().st_size > 0
+    # a run given by its folder, scored from another results directory: same samples, same FVD
+    other = quality_table(ResultsStore(tmp_path / "other"), [str(run_dir)], num=8, steps=2, untrained=False,
+                          progress=False, log=lambda s: None)
+    assert other["rows"][0]["row"] == "vf" and other["rows"][0]["fvd"] == pytest.approx(rows["vf"]["fvd"])

@@ -254,3 +254,38 @@ def test_mixed_precision_bf16_on_cpu_fp16_gpu_only(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(UsageError, match="--device cpu"):
             train(tmp_path / "g", make_toy(), ToyClips(), cfg(steps=1, device="cuda"), progress=False)
+
+
+def test_lr_factor_warmup_and_cosine_known_values():
+    from vfbench.training import lr_factor
+
+    const = TrainConfig(steps=10, warmup_steps=4)
+    assert [lr_factor(i, const) for i in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    cos = TrainConfig(steps=10, lr_schedule="cosine")
+    assert lr_factor(0, cos) == 1.0
+    assert lr_factor(5, cos) == pytest.approx(0.5)
+    assert lr_factor(10, cos) == pytest.approx(0.0, abs=1e-12)
+    warm_cos = TrainConfig(steps=12, lr_schedule="cosine", warmup_steps=2)
+    assert lr_factor(0, warm_cos) == 0.5 and lr_factor(2, warm_cos) == 1.0
+    assert lr_factor(7, warm_cos) == pytest.approx(0.5)  # half-way through the 10 decay steps
+    with pytest.raises(UsageError, match="--lr-schedule must be one of constant, cosine"):
+        TrainConfig(lr_schedule="linear")
+
+
+def test_trainer_follows_the_schedule_and_resumes_it_exactly(tmp_path):
+    from vfbench.training import lr_factor
+
+    sched = dict(lr_schedule="cosine", warmup_steps=2)
+    straight = make_toy()
+    s = train(tmp_path / "a", straight, ToyClips(), cfg(steps=6, **sched), progress=False)
+    with open(tmp_path / "a/log.csv") as fh:
+        logged = [float(r["lr"]) for r in csv.DictReader(fh)]
+    c = cfg(steps=6, **sched)
+    assert logged == pytest.approx([1e-2 * lr_factor(i, c) for i in range(6)], rel=1e-5)  # log.csv keeps 6 digits
+    assert s["lr_groups"]["body"] == 1e-2 and s["lr_schedule"] == "cosine"  # the peak, not the last value
+    first = make_toy()
+    train(tmp_path / "b", first, ToyClips(), cfg(steps=3, ckpt_every=3, **sched), progress=False)
+    resumed = make_toy(seed=9)
+    train(tmp_path / "b", resumed, ToyClips(), cfg(steps=6, **sched), resume=True, progress=False)
+    for k, v in straight.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k

@@ -69,7 +69,7 @@ def quality_table(store, runs: Sequence[str], *, num: int = 256, seed: int = 0, 
         sdir = sample_run(run_dir, num, seed=seed, batch_size=sample_batch, progress=progress, **controls)
         clips = load_samples(sdir, limit=num)
         samples_of[run_dir.name] = clips
-        fvd = _fvd(store, metric_specs=specs, run=run_dir.name, tag=sdir.name)
+        fvd = _fvd(store, metric_specs=specs, run=str(run_dir), tag=sdir.name)  # a folder outside the store too
         rows.append({"row": run_dir.name, "kind": f"{info['generator']} step {info['step']}", "fvd": fvd,
                      **clip_statistics(clips)})
         del gen

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import math
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from vfbench.ema import EMA
 from vfbench.errors import DataError, TrainingDiverged, UsageError, WeightsError, check_positive, check_range
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -46,6 +48,8 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
+    lr_schedule: str = "constant"   # "constant" | "cosine" (decay to 0 at ``steps``; see lr_factor)
+    warmup_steps: int = 0           # linear learning-rate warm-up over the first N steps
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     ema_warmup: bool = True         # decay min(ema_decay, (1+n)/(10+n)) at update n (see vfbench.ema)
@@ -68,6 +72,9 @@ class TrainConfig:
 
         check_lr(self.lr, "--lr (train.lr)")
         check_seed(self.seed, "--seed (train.seed)")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(f"--lr-schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        check_range("--warmup-steps (train.warmup_steps)", self.warmup_steps, 0, None)
         check_range("--weight-decay (train.weight_decay)", self.weight_decay, 0, None)
         check_range("--ema-decay (train.ema_decay)", self.ema_decay, 0, 1)
         check_range("--grad-clip (train.grad_clip, 0 disables)", self.grad_clip, 0, None)
@@ -80,6 +87,23 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         return self
+
+
+def lr_factor(step: int, cfg: "TrainConfig") -> float:
+    """The learning rate of optimiser step ``step`` (0-based) as a fraction of ``cfg.lr``.
+
+    Linear warm-up over ``warmup_steps`` (Goyal et al. 2017), then either constant or a half-cosine
+    decay to zero at ``cfg.steps`` (Loshchilov & Hutter 2017, SGDR without restarts). The cosine
+    follows the run's total length: extending a finished cosine run (``--steps`` larger on resume)
+    re-opens the schedule from where the longer run would be, which the log's lr column shows.
+    """
+    w = int(cfg.warmup_steps)
+    warm = min(1.0, (step + 1) / w) if w > 0 else 1.0
+    if cfg.lr_schedule == "constant":
+        return warm
+    span = max(1, int(cfg.steps) - w)
+    progress = min(1.0, max(0.0, (step - w) / span))
+    return warm * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 # -- devices and precision -----------------------------------------------------------------------
@@ -475,6 +499,9 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
             all_reduce_gradients(trainable, info)
+            factor = lr_factor(step_idx, cfg)
+            for g, (lr, _wd) in zip(opt.param_groups, wanted):
+                g["lr"] = lr * factor
             scaler.unscale_(opt)
             if cfg.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
@@ -547,7 +574,9 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
         "precision": precision if amp_dtype is not None else "fp32", "world_size": info.world_size,
         "global_batch": cfg.batch_size * info.world_size, "num_params": counts["params"],
         "trainable_params": counts["trainable"], "ema_decay": cfg.ema_decay,
-        "lr_groups": {g.get("name", str(i)): g["lr"] for i, g in enumerate(opt.param_groups)},
+        # the configured (peak) rates: the schedule's current value is in log.csv
+        "lr_groups": {g.get("name", str(i)): lr for i, (g, (lr, _wd)) in enumerate(zip(opt.param_groups, wanted))},
+        "lr_schedule": cfg.lr_schedule, "warmup_steps": cfg.warmup_steps,
     }
     if info.is_main:
         atomic_write_json(summary_path, summary)

@@ -21,6 +21,8 @@ def report_cmd(
                                                  help="DDIM steps of the control grids"),
     screenshot: Optional[str] = typer.Option(None, "--screenshot", show_default="none",
                                              help="also write a PNG of the whole report (headless Chromium)"),
+    screenshot_width: int = typer.Option(1280, "--screenshot-width",
+                                         help="page width of --screenshot in px (390: a phone)"),
 ):
     """Write an HTML report (runs, metrics with CIs, tables beside the papers', plots, sample GIFs).
 
@@ -42,6 +44,9 @@ def report_cmd(
     if screenshot is not None:
         from vfbench.reports.screenshot import find_chromium
 
+        from vfbench.errors import check_range
+
+        check_range("--screenshot-width", screenshot_width, 320, 4000)
         find_chromium()  # before the report is built
     path = write_report(store, out, title=title, control_grid=control_grid, sampling_steps=sampling_steps,
                         log=lambda s: typer.echo(s, err=True))
@@ -51,4 +56,4 @@ def report_cmd(
 
         from vfbench.reports.screenshot import screenshot as take
 
-        typer.echo(str(take(path, Path(screenshot))))
+        typer.echo(str(take(path, Path(screenshot), width=screenshot_width)))

@@ -159,6 +159,8 @@ def train_cmd(
     steps: Optional[int] = typer.Option(None, "--steps", show_default='1000', help="Total optimisation steps (a resumed run counts its done steps)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", show_default='8', help="Clips per step (per process under torchrun)."),
     lr: Optional[float] = typer.Option(None, "--lr", show_default='0.0001', help="Learning rate (groups may scale it, e.g. VideoFusion's base)."),
+    lr_schedule: Optional[str] = typer.Option(None, "--lr-schedule", show_default='constant', help="constant, or cosine (half-cosine decay to 0 at --steps)."),
+    warmup_steps: Optional[int] = typer.Option(None, "--warmup-steps", show_default='0', help="Linear learning-rate warm-up over the first N steps."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay", show_default='0.0', help="AdamW weight decay."),
     ema_decay: Optional[float] = typer.Option(None, "--ema-decay", show_default='0.999', help="EMA decay of the sampling weights."),
     grad_clip: Optional[float] = typer.Option(None, "--grad-clip", show_default='1.0', help="Max gradient norm (0: off)."),
@@ -223,7 +225,8 @@ def train_cmd(
     setup = _resolve(
         generator, config, preset,
         _train_overrides(name=dataset, frames=frames, size=size, data_root=data_root),
-        _train_overrides(steps=steps, batch_size=batch_size, lr=lr, weight_decay=weight_decay, ema_decay=ema_decay,
+        _train_overrides(steps=steps, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup_steps=warmup_steps,
+                         weight_decay=weight_decay, ema_decay=ema_decay,
                          grad_clip=grad_clip, precision=precision, ckpt_every=ckpt_every, log_every=log_every,
                          num_workers=num_workers, seed=seed, device=device),
         _train_overrides(lam=lam, mode=mode, prediction=prediction, residual_condition=residual_condition,
