@@ -293,8 +293,11 @@ def _notes(spec, plans, used, cols, protocol, dataset, cells) -> List[str]:
                        f"{', '.join(extractors) or 'unknown'}, {', '.join(map(str, nfake)) or '?'} generated clips here; "
                        f"{'/'.join(paper_ex)} on 2048 clips in the paper)")
     if plan is not None:
+        pre = max((p.pretrain_base_steps for p in plans), default=0)
+        base = (f"; VideoFusion's base first pretrained for {pre} image steps on single frames of the same data,"
+                " the paper's on LAION-5B (DALL-E 2's decoder)") if pre else ""
         differs.append(f"training ({plan.steps} steps at the {plan.preset!r} preset here, far shorter"
-                       " than the papers' training)")
+                       f" than the papers' training{base})")
     if differs:
         notes.append("The 'paper' columns are the published values, not measured here. The setting differs in "
                      + "; ".join(differs) + ": compare only directions (which variant is better), not values.")

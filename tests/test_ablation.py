@@ -28,7 +28,8 @@ def test_lambda_expansion_names_overrides_and_seeds():
     assert [p.seed for p in plans] == [0, 1, 0, 1]
     assert plans[2].generator_overrides == {"lam": 0.25}
     assert all(p.steps == 40 and p.preset == "tiny" and p.generator == "videofusion" for p in plans)
-    assert all(p.pretrain_base_steps == 0 for p in plans)
+    # every lambda starts from one shared pretrained base, as the paper's VideoFusion (Table 5's lambda 0.5 = Table 1)
+    assert all(p.pretrain_base_steps == 40 for p in plans) and len({p.base_run_name for p in plans[::2]}) == 1
 
 
 def test_pretrain_and_stopgrad_specs():
@@ -50,6 +51,9 @@ def test_compare_spec_and_paper_reference():
     assert [v.generator for v in spec.variants] == ["videofusion", "vdm", "vidm"]
     assert spec.table == 2
     assert expand(spec, ExpandOptions())[0].name == "compare-videofusion-shapes-s0"
+    # only VideoFusion starts from a pretrained base (the paper's Table 1 row is its "w/ pretrain" row of Table 6)
+    plans = expand(spec, ExpandOptions(steps=30, pretrain_steps=20))
+    assert [(p.generator, p.pretrain_base_steps) for p in plans] == [("videofusion", 20), ("vdm", 0), ("vidm", 0)]
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -31,7 +31,7 @@ CONFIG = typer.Option(None, "--config", show_default='none', help="YAML/TOML/JSO
 SAMPLING_STEPS = typer.Option(None, "--sampling-steps", show_default="each run's sampling_steps",
                               help="DDIM steps when sampling (a sample set of its own: tag -ss<N>)")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show progress bars")
-PRETRAIN_STEPS = typer.Option(None, "--pretrain-steps", help="image-DPM pretraining steps of the base", show_default='= --steps')
+PRETRAIN_STEPS = typer.Option(None, "--pretrain-steps", help="image-DPM pretraining steps of VideoFusion's base (one shared artefact)", show_default='= --steps')
 
 
 def _run(spec_name: str, common: Dict[str, Any], extra: Optional[Dict[str, Any]] = None,
@@ -70,6 +70,7 @@ def _values(text: Optional[str]):
 @ablate_app.command("lambda")
 def lambda_cmd(
     values: Optional[str] = typer.Option(None, "--values", help="comma-separated lambdas", show_default='0.10,0.25,0.50,0.75'),
+    pretrain_steps: Optional[int] = PRETRAIN_STEPS,
     dataset: Optional[str] = DATASET, data_root: Optional[str] = DATA_ROOT, protocol: Optional[str] = PROTOCOL,
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,
@@ -143,6 +144,7 @@ def vidm_cmd(
 
 @app.command("compare")
 def compare_cmd(
+    pretrain_steps: Optional[int] = PRETRAIN_STEPS,
     dataset: Optional[str] = DATASET, data_root: Optional[str] = DATA_ROOT, protocol: Optional[str] = PROTOCOL,
     steps: Optional[int] = STEPS, preset: Optional[str] = PRESET, seeds: Optional[int] = SEEDS,
     num_samples: Optional[int] = NUM_SAMPLES, frames: Optional[int] = FRAMES, size: Optional[int] = SIZE,

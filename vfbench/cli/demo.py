@@ -23,6 +23,7 @@ def demo_cmd(
     sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="DDIM steps when sampling", show_default='10; quick 4'),
     lambdas: Optional[str] = typer.Option(None, "--lambdas", help="lambda values of the short ablation (the compare table's VideoFusion is lambda 0.5)", show_default='0.25'),
     lr: Optional[float] = typer.Option(None, "--lr", help="learning rate of every run", show_default='2e-3'),
+    pretrain_steps: Optional[int] = typer.Option(None, "--pretrain-steps", show_default='1000; quick 10', help="image-DPM pretraining steps of VideoFusion's base (shared by its runs)"),
     results: Optional[str] = typer.Option(None, "--results", help="results directory", show_default='$VFBENCH_HOME or ./vfbench-results'),
     config: Optional[str] = typer.Option(None, "--config", show_default='none', help="YAML/TOML/JSON file with any of these options"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
@@ -37,7 +38,7 @@ def demo_cmd(
     from vfbench.results import ResultsStore
 
     over = {"quick": quick or None, "steps": steps, "preset": preset, "size": size, "num_samples": num_samples,
-            "sampling_steps": sampling_steps, "lambdas": lambdas, "lr": lr}
+            "sampling_steps": sampling_steps, "lambdas": lambdas, "lr": lr, "pretrain_steps": pretrain_steps}
     cfg = resolve(DemoConfig, config, over)
     store = ResultsStore.open(results)
     path = run_demo(store, cfg, progress=progress, log=typer.echo, status=lambda s: typer.echo(s, err=True))
