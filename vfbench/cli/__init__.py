@@ -88,6 +88,7 @@ from vfbench.cli import data as _data  # noqa: E402,F401
 from vfbench.cli import weights as _weights  # noqa: E402,F401
 from vfbench.cli import quality as _quality  # noqa: E402,F401
 from vfbench.cli import records as _records  # noqa: E402,F401
+from vfbench.cli import protocols as _protocols  # noqa: E402,F401
 
 
 def _debug(argv=None) -> bool:

@@ -72,7 +72,7 @@ def evaluate_cmd(
     device: str = typer.Option("auto", "--device", help="auto (a GPU if there is one, else cpu), cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(8, "--batch-size", help="Clips per extractor batch."),
     seed: int = typer.Option(0, "--seed", help="Seed of the real clip selection and the bootstrap."),
-    i3d_preset: Optional[str] = typer.Option(None, "--i3d-preset", show_default='reference', help="I3D port to imitate: reference (default), stylegan-v or tats; the metric name gets the preset as a suffix."),
+    i3d_preset: Optional[str] = typer.Option(None, "--i3d-preset", show_default='reference', help="I3D convention to imitate: reference (default), stylegan-v, tats, latte or cd-fvd (see `vfbench protocols`); the metric name gets the preset as a suffix."),
     i3d_impl: Optional[str] = typer.Option(None, "--i3d-impl", show_default='fused', help="I3D implementation: fused (default; channels-last, BatchNorm folded) or eager (the layer-for-layer port); same fp32 function, recorded in the result."),
     real_selection: Optional[str] = typer.Option(None, "--real-selection", show_default='reference', help="reference (shuffled train set, default) or stylegan-v (first videos)."),
     fit: bool = typer.Option(False, "--fit", help="Resize generated clips of another size to the metric's (centre crop + antialiased bilinear; printed and recorded) instead of refusing them."),
