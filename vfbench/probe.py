@@ -32,7 +32,7 @@ from vfbench.errors import UsageError
 TEMPORAL = ("shuffle", "reverse", "freeze")
 SPATIAL = ("blur", "noise")
 TRANSFORMS = TEMPORAL + SPATIAL
-BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+BLUR_SIGMAS = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0)
 
 
 # -- corruptions: uint8 [N, T, C, H, W] -> uint8, pure and seeded ---------------------------------------
@@ -205,17 +205,40 @@ def _record(kind: str, name: str, value: float, *, dataset: str, extractor, n: i
             "extractor": _jsonable(extractor.describe()), "details": _jsonable(details)}
 
 
+def _folder_clips(path, num: int, frames: int, size: int, seed: int) -> np.ndarray:
+    """``num`` clips of a folder of videos / frame folders / shards (first ``frames`` frames of each, centre
+    square crop and antialiased resize to ``size``), in a seeded random order."""
+    from vfbench.sample_folder import SampleFolder
+
+    folder = SampleFolder(path, frames, size)
+    if len(folder) < num:
+        raise UsageError(f"the probe needs {num} clips but {path} holds {len(folder)}; pass --num"
+                         f" {max(2, len(folder) // 2)} or fewer")
+    from vfbench.evaluation import fit_clips
+
+    clips = np.concatenate([fit_clips(b, frames, size).numpy() for b in folder.iter_clips(0, len(folder), 16)])
+    return clips[np.random.default_rng(seed).permutation(len(clips))[:num]]
+
+
 def run_temporal(store, *, dataset: str = "shapes", extractors: Optional[Sequence[str]] = None, num: int = 64,
-                 frames: int = 16, size: int = 32, data_root=None, seed: int = 0, device: str = "cpu",
-                 batch_size: int = 8, offline: bool = False, i3d_weights=None, write: bool = True,
-                 log=lambda s: None) -> List[Dict[str, Any]]:
-    """The temporal probe on ``num`` real clips (and ``num`` others for the floor), per extractor; records."""
+                 frames: int = 16, size: int = 32, data_root=None, clips_dir=None, seed: int = 0,
+                 device: str = "cpu", batch_size: int = 8, offline: bool = False, i3d_weights=None,
+                 write: bool = True, log=lambda s: None) -> List[Dict[str, Any]]:
+    """The temporal probe on ``num`` real clips (and ``num`` others for the floor), per extractor; records.
+    The clips come from ``dataset``'s train split, or from ``clips_dir`` (any folder of videos; its name then
+    stands for the dataset in the records)."""
+    from pathlib import Path
+
     from vfbench.options import check_seed
 
     check_seed(seed)
     if num < 2:
         raise UsageError(f"--num must be at least 2, got {num}")
-    clips = _dataset_clips(dataset, "train", 2 * num, frames, size, data_root, seed)
+    if clips_dir is not None:
+        clips = _folder_clips(clips_dir, 2 * num, frames, size, seed)
+        dataset = f"folder:{Path(clips_dir).name}"
+    else:
+        clips = _dataset_clips(dataset, "train", 2 * num, frames, size, data_root, seed)
     clips, other = clips[:num], clips[num:]
     records = []
     for name in extractors or default_extractors(dataset):

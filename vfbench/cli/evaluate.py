@@ -141,4 +141,6 @@ def evaluate_cmd(
     if _quiet_rank():  # under torchrun rank 0 reports
         return
     typer.echo(format_table(records))
+    for w in dict.fromkeys(w for r in records for w in (r.get("warnings") or [])):  # each once, in order
+        typer.echo(f"warning: {w}", err=True)
     typer.echo(f"{len(records)} record(s) written to {store.records_dir}")

@@ -29,6 +29,8 @@ def temporal_cmd(
     extractor: Optional[str] = typer.Option(None, "--extractor", show_default="shapes-net,i3d on shapes, else i3d",
                                             help="comma-separated extractors"),
     num: int = typer.Option(64, "--num", help="real clips per set (two disjoint sets are read)"),
+    clips: Optional[Path] = typer.Option(None, "--clips", show_default="the dataset's train split",
+                                         help="a folder of real videos (or frame folders) to probe instead"),
     dataset: str = DATASET, data_root: Optional[Path] = DATA_ROOT, frames: int = FRAMES, size: int = SIZE,
     seed: int = SEED, results: Optional[Path] = RESULTS, device: str = DEVICE, batch_size: int = BATCH,
     offline: bool = OFFLINE, i3d_weights: Optional[Path] = I3D_WEIGHTS,
@@ -47,7 +49,7 @@ def temporal_cmd(
     store = ResultsStore.open(results)
     names = [x.strip() for x in extractor.split(",") if x.strip()] if extractor else None
     recs = run_temporal(store, dataset=dataset, extractors=names, num=num, frames=frames, size=size,
-                        data_root=data_root, seed=seed, device=device, batch_size=batch_size, offline=offline,
+                        data_root=data_root, clips_dir=clips, seed=seed, device=device, batch_size=batch_size, offline=offline,
                         i3d_weights=i3d_weights, log=lambda s: typer.echo(s, err=True))
     typer.echo(temporal_table(recs))
     typer.echo(f"{len(recs)} record(s) written to {store.records_dir}")
