@@ -157,7 +157,7 @@ def load_mean(path) -> np.ndarray:
         raise WeightsError(f"{path} is not a readable .npz file ({exc}); pass TGAN's mean2.npz") from None
     key = "mean" if "mean" in z else (next(iter(z)) if len(z) == 1 else None)
     if key is None:
-        raise WeightsError(f"{path} has no array named 'mean'; pass TGAN's mean2.npz to --c3d-mean")
+        raise WeightsError(f"{path} has no array named 'mean'; put TGAN's mean2.npz beside the --c3d-weights file")
     m = np.asarray(z[key], np.float32)
     if m.size != int(np.prod(MEAN_SHAPE)):
         raise WeightsError(f"{path}: the mean has shape {m.shape} ({m.size} values), expected 3 x 16 x 128 x 171"

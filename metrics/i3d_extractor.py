@@ -12,6 +12,12 @@ Presets (spec/metrics.md; every one recorded in ``describe()``):
   (align_corners=False, i.e. half-pixel centres) on the float 0..255 values, then ``2x/255 - 1``
   (TATS ``preprocess_i3d``); downstream: float->uint8 by truncation (``.byte()``), random 16-frame
   windows of the shuffled training set.
+* ``latte`` -- Latte's evaluation: StyleGAN-V's FVD code (as ``stylegan-v``) with the real clips read at
+  Latte's training frame interval: every 3rd frame, every 6th on TaiChi (``real_stride``).
+* ``cd-fvd`` -- content-debiased FVD's I3D path: the pytorch-i3d port (BatchNorm eps 1e-5) after a plain
+  torch bilinear stretch to 224x224 (no crop, no antialias), unbiased covariance.
+
+Every preset's full list of choices and its source: ``vfbench protocols`` (``metrics/conventions.py``).
 
 Implementations (``impl``, recorded in ``describe()``): ``fused`` (default) runs ``FusedI3D`` of
 ``metrics/i3d_fused.py`` (channels-last, BatchNorm folded, merged 1x1x1 GEMMs; 1.8x the throughput of a
@@ -38,6 +44,10 @@ IMPLS = {
     "eager": "I3D (metrics/i3d.py): the layer-for-layer port, NCDHW, BatchNorm as its own op, fp32",
 }
 
+# Each preset is a documented list of one codebase's choices, with its source. The keys of ``CHOICES``
+# (metrics/conventions.py) are what ``vfbench protocols`` prints and ``vfbench protocols diff`` compares. Only
+# ``bn_eps``, ``resize``, ``covariance``, ``quantisation``, ``real_clips`` (and ``real_stride`` where set) enter
+# ``describe()`` and so the cache keys; the other keys document.
 PRESETS: Dict[str, Dict[str, Any]] = {
     "reference": {
         "bn_eps": 1e-3,
@@ -48,6 +58,11 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "covariance": "unbiased (N-1)",
         "quantisation": "uint8 clips as given (generators round)",
         "real_clips": "protocol-defined",
+        "network": "TF-Hub i3d-kinetics-400/1 (DeepMind rgb_scratch weights)",
+        "real_frames": "the dataset's own stride (TaiChi 4, others 1)",
+        "samples": "2048 real vs 2048 generated (fvd2048_16f)",
+        "source": "google-research/google-research frechet_video_distance/frechet_video_distance.py"
+                  " (Unterthiner et al. 2018); TaiChi stride 4 as MoCoGAN-HD/DIGAN/VideoFusion",
     },
     "stylegan-v": {
         "bn_eps": 1e-3,
@@ -58,6 +73,10 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "covariance": "biased (N)",
         "quantisation": "float -> uint8 by rounding",
         "real_clips": "the first N videos of the dataset, one random 16-frame window each",
+        "network": "TF-Hub i3d-kinetics-400/1 as a TorchScript export",
+        "real_frames": "consecutive frames (subsample_factor 1)",
+        "samples": "2048 real vs 2048 generated (fvd2048_16f)",
+        "source": "universome/stylegan-v src/metrics/frechet_video_distance.py, metric_utils.py",
     },
     "tats": {
         "bn_eps": 1e-5,
@@ -68,6 +87,43 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "covariance": "unbiased (N-1)",
         "quantisation": "float -> uint8 by truncation (.byte())",
         "real_clips": "random 16-frame windows of the shuffled training set",
+        "network": "pytorch-i3d port (i3d_pretrained_400.pt), BatchNorm eps 1e-5",
+        "real_frames": "the dataset's own stride (TaiChi 4, others 1)",
+        "samples": "2048 real vs 2048 generated (FVD_SAMPLE_SIZE)",
+        "crop": "shorter side to 224 then centre crop (the same as the stretch for the square clips vfbench scores)",
+        "source": "songweige/TATS tats/fvd/fvd.py (preprocess_single), after wilson1yan/VideoGPT",
+    },
+    "latte": {
+        "bn_eps": 1e-3,
+        "resize": "tf1-legacy-bilinear",
+        "description": "Latte: StyleGAN-V's FVD code with real clips at the training frame interval",
+        "resize_detail": "stretch every frame to 224x224, TF1 resize_bilinear (align_corners=False,"
+                         " half_pixel_centers=False) in float32 on the uint8 values",
+        "covariance": "biased (N)",
+        "quantisation": "float -> uint8 by rounding",
+        "real_clips": "the first N videos of the dataset, one random 16-frame window each",
+        "real_stride": {"*": 3, "taichi": 6},
+        "network": "TF-Hub i3d-kinetics-400/1 as a TorchScript export",
+        "real_frames": "every 3rd frame (subsample_factor = training frame_interval 3); TaiChi every 6th",
+        "samples": "2048 real vs 2048 generated (fvd2048_16f)",
+        "source": "Vchitect/Latte issues #65 and #94 (subsample_factor = frame_interval 3),"
+                  " #115 (TaiChi: realdata_subsample_factor 6)",
+    },
+    "cd-fvd": {
+        "bn_eps": 1e-5,
+        "resize": "torch-bilinear",
+        "description": "content-debiased FVD (cd-fvd), its I3D path",
+        "resize_detail": "stretch every frame to 224x224, torch F.interpolate bilinear"
+                         " (align_corners=False, half-pixel centres) on float 0..255",
+        "covariance": "unbiased (N-1)",
+        "quantisation": "uint8 clips as given (generators round)",
+        "real_clips": "every real video (n_real='full'); vfbench draws the metric's num_real random windows of"
+                      " the shuffled training set instead (departure, named here)",
+        "network": "pytorch-i3d port (i3d_pretrained_400.pt), BatchNorm eps 1e-5",
+        "real_frames": "the dataset's own stride (TaiChi 4, others 1)",
+        "samples": "all real videos vs 2048 generated (n_fake=2048)",
+        "source": "songweige/content-debiased-fvd cdfvd/third_party/i3d/utils.py (preprocess_i3d), cdfvd/fvd.py"
+                  " (Ge et al., CVPR 2024)",
     },
 }
 
@@ -110,7 +166,7 @@ def _strict_fp32():
 
 
 @EXTRACTORS.register("i3d", description="I3D Kinetics-400 logits (TF-Hub FVD/KVD network), presets"
-                                        " reference | stylegan-v | tats")
+                                        " reference | stylegan-v | tats | latte | cd-fvd")
 class I3DExtractor(FeatureExtractor):
     """FVD/KVD features: 400 pre-softmax I3D logits averaged over time, float64.
 
@@ -193,6 +249,7 @@ class I3DExtractor(FeatureExtractor):
             "covariance": self.config["covariance"],
             "quantisation": self.config["quantisation"],
             "real_clips": self.config["real_clips"],
+            **({"real_stride": self.config["real_stride"]} if "real_stride" in self.config else {}),
             "weights": w.path.name,
             "weights_format": w.format,
             "weights_sha256": w.sha256,

@@ -528,8 +528,10 @@ def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[
         f' {e(prov.get("torch", "?"))} · {e(prov.get("platform"))}</p>',
         '<p class="muted">Sections: <a href="#runs">runs</a> · <a href="#results">results</a> ·'
         ' <a href="#tables">tables</a> · <a href="#plots">plots</a> · <a href="#samples">samples</a> ·'
-        ' <a href="#control">content/motion control</a></p>',
+        ' <a href="#control">content/motion control</a> · <a href="#diagnostics">metric diagnostics</a></p>',
     ]
+    probes = [r for r in records if r.get("protocol") == "probe"]
+    records = [r for r in records if r.get("protocol") != "probe"]
     parts += _mini_banner(records)
 
     parts += ['<h2 id="runs">Runs</h2>', _runs_table(runs)]
@@ -599,8 +601,58 @@ def render(store: ResultsStore, runs: Sequence[RunInfo], records: Sequence[Dict[
                      f"</span>{score}{body}</div>")
     if not any_vf:
         parts.append('<p class="muted">No VideoFusion runs.</p>')
-    parts.append("</div></body></html>")
+    parts.append("</div>")
+    parts += _diagnostics(probes)
+    parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _diagnostics(probes: Sequence[Dict[str, Any]]) -> List[str]:
+    """``vfbench probe`` records: the temporal-sensitivity table and bars, the sample-count curves."""
+    from vfbench.reports import plots
+
+    parts = ['<h2 id="diagnostics">Metric diagnostics</h2>']
+    if not probes:
+        return parts + ['<p class="muted">No probes yet: <code>vfbench probe temporal</code>,'
+                        " <code>vfbench probe count</code>.</p>"]
+    temporal = [r for r in probes if (r.get("details") or {}).get("probe") == "temporal"]
+    count = [r for r in probes if (r.get("details") or {}).get("probe") == "count"]
+    if temporal:
+        parts.append('<h3>Temporal sensitivity</h3><p class="muted">FVD between real clips and the same clips'
+                     " corrupted; blur and noise change the pixels as much as the shuffle does. A metric that sees"
+                     " motion puts shuffle/reverse/freeze well above the floor (two disjoint real sets).</p>")
+        rows, groups = [], {}
+        for r in temporal:
+            d = r.get("details") or {}
+            label = f"{d.get('extractor')} on {r.get('dataset')} ({r.get('num_real')} clips)"
+            if d.get("ratio_to_floor") is not None:
+                groups.setdefault(label, {})[str(d.get("transform"))] = float(d["ratio_to_floor"])
+            mse = d.get("pixel_mse")
+            rows.append(f'<tr><td class="l">{e(label)}</td><td class="l">{e(d.get("transform"))}</td>'
+                        f'<td>{e("—" if mse is None else _fmt(mse))}</td><td>{e(_fmt(r.get("value")))}</td>'
+                        f'<td>{e(_fmt(d.get("ratio_to_floor")))}</td></tr>')
+        parts.append(_table(("extractor", "corruption", "pixel MSE", "FVD", "FVD / floor"), rows, left=2))
+        png = plots.probe_temporal_bars(groups)
+        if png:
+            parts.append(img("image/png", png, "temporal sensitivity bars", "plot"))
+    if count:
+        parts.append('<h3>Sample-count bias</h3><p class="muted">FVD at N clips per side and its extrapolation'
+                     " to infinitely many (least squares in 1/N, as FID-infinity).</p>")
+        rows, curves = [], {}
+        for r in count:
+            d = r.get("details") or {}
+            label = f"{d.get('extractor')} on {r.get('dataset')} vs {d.get('other')}"
+            ns, vals = list(d.get("n") or []), list(d.get("fvd") or [])
+            if ns and len(ns) == len(vals):
+                curves[label] = (ns, vals, float(r.get("value")), float(d.get("slope", 0.0)))
+            pts = ", ".join(f"{n}: {_fmt(v)}" for n, v in zip(ns, vals))
+            rows.append(f'<tr><td class="l">{e(label)}</td><td class="l">{e(pts)}</td>'
+                        f'<td>{e(_fmt(r.get("value")))}</td></tr>')
+        parts.append(_table(("extractor", "FVD at N", "FVD at N = inf"), rows, left=2))
+        png = plots.probe_count_curves(curves)
+        if png:
+            parts.append(img("image/png", png, "sample-count bias curves", "plot"))
+    return parts
 
 
 def _groups(runs: Sequence[RunInfo]) -> List[tuple]:

@@ -232,3 +232,48 @@ def efficiency_bars(doc: Any, title: str) -> Optional[bytes]:
     fig.suptitle(_text(title), fontsize=10)
     fig.tight_layout()
     return _png(fig)
+
+
+def probe_temporal_bars(groups: Dict[str, Dict[str, float]]) -> Optional[bytes]:
+    """Bars of FVD / floor per corruption, one panel per extractor (``{label: {corruption: ratio}}``)."""
+    from matplotlib.figure import Figure
+
+    groups = {k: v for k, v in groups.items() if v}
+    if not groups:
+        return None
+    fig = Figure(figsize=(3.8 * len(groups), 3.2))
+    for j, (label, ratios) in enumerate(groups.items()):
+        ax = fig.add_subplot(1, len(groups), j + 1)
+        names = list(ratios)
+        xs = list(range(len(names)))
+        ax.bar(xs, [ratios[n] for n in names], color=[_COLORS[i % len(_COLORS)] for i in xs])
+        ax.axhline(1.0, color="#555", lw=0.8, ls="--")
+        ax.set_xticks(xs)
+        ax.set_xticklabels([_text(n) for n in names], rotation=20, ha="right", fontsize=8)
+        ax.set_ylabel("FVD / real-vs-real floor", fontsize=8)
+        ax.set_title(_text(label), fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def probe_count_curves(curves: Dict[str, Tuple[List[int], List[float], float, float]]) -> Optional[bytes]:
+    """FVD against 1/N with the least-squares line to 1/N = 0 (``{label: (n, fvd, fvd_inf, slope)}``)."""
+    from matplotlib.figure import Figure
+
+    if not curves:
+        return None
+    fig = Figure(figsize=(5.2, 3.4))
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (label, (ns, vals, a, b)) in enumerate(curves.items()):
+        c = _COLORS[i % len(_COLORS)]
+        xs = [1.0 / n for n in ns]
+        ax.plot(xs, vals, "o", color=c, label=_text(label))
+        ax.plot([0.0, max(xs)], [a, a + b * max(xs)], "-", color=c, lw=1)
+    ax.set_xlabel("1 / N (clips per side)", fontsize=8)
+    ax.set_ylabel("FVD", fontsize=8)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

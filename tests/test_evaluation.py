@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from vfbench.errors import DataError
+from vfbench.errors import DataError, UsageError
 from vfbench.metrics.base import FeatureExtractor
 from vfbench.metrics.protocols import MetricSpec
 from vfbench.registry import DATASETS, EXTRACTORS, METRICS, Entry
@@ -174,7 +174,7 @@ def test_too_few_samples_is_a_clear_error(env):
     with pytest.raises(DataError, match=r"needs 20 generated clips .* holds 12; generate more with `vfbench sample r1 --num 20`"):
         evaluate(metrics=["fvd_t"], store=store, run="r1", trials=2, progress=False)
     big = MetricSpec("fvd_big", "fvd", "test-projection", num_real=20, num_fake=2048, frames=FRAMES, resolution=SIZE)
-    with pytest.raises(DataError, match="mini protocol"):
+    with pytest.raises(DataError, match="score the clips there are with --metrics fvd_big_n12"):
         evaluate(metrics=[big], store=store, run="r1", progress=False)
 
 
@@ -186,8 +186,16 @@ def test_external_samples_folder_resized_and_cut(env, tmp_path):
     g = np.random.default_rng(3)
     np.savez(folder / "samples.npz", a=g.integers(0, 120, size=(6, 6, 3, 16, 16), dtype=np.uint8),
              b=g.integers(0, 120, size=(6, 6, 3, 16, 16), dtype=np.uint8))
-    recs = evaluate(folder, ["kvd_t"], "tiny", env, progress=False)
+    # 16x16 clips for an 8x8 metric: refused, naming the fix (no registered metric scores 16x16 here)
+    with pytest.raises(UsageError, match=r"kvd_t scores 8x8 clips but .* holds 16x16 clips; no registered metric"
+                                         r" scores 16x16 clips: pass --fit"):
+        evaluate(folder, ["kvd_t"], "tiny", env, progress=False)
+    with pytest.warns(UserWarning, match="--fit: kvd_t scores 16x16 clips .* resize to 8x8"):
+        recs = evaluate(folder, ["kvd_t"], "tiny", env, progress=False, fit=True)
     assert recs[0]["run"] is None and recs[0]["generator"] == "external" and np.isfinite(recs[0]["value"])
+    assert recs[0]["fit"] == "first 4 of 6 frames; 16x16 -> centre square crop, antialiased bilinear resize to 8x8"
+    # a --samples record is named after its folder, not 'None'
+    assert recs[0]["tag"] == "ext" and recs[0]["record_id"].startswith("ext-kvd_t-")
     bad = tmp_path / "bad"
     bad.mkdir()
     np.save(bad / "x.npy", np.zeros((12, 4, 8, 8, 3), np.uint8))

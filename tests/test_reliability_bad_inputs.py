@@ -24,7 +24,7 @@ from helpers_reliability import (ROOT, TINY, assert_clean_error, child_env, inst
                                  register_test_metrics, tree_digest, try_mount_tmpfs, umount, vfbench)
 from vfbench.cli import main
 
-EVAL = ["--dataset", "reltiny", "--metrics", "fvd_rel,is_rel", "--batch-size", "4"]
+EVAL = ["--dataset", "reltiny", "--metrics", "fvd_rel,is_rel", "--batch-size", "4", "--fit"]  # clips of any size
 
 
 def cli(capsys, *argv):
@@ -241,7 +241,7 @@ def test_empty_and_wrong_layout_dataset_folders(capsys, tmp_path):
 @pytest.mark.parametrize("argv,needles", [
     (["train", "vdn"], ["unknown generator 'vdn'", "did you mean 'vdm'"]),
     (["train", "vdm", "--dataset", "shapez"], ["unknown dataset 'shapez'", "shapes"]),
-    (["evaluate", "r", "--metrics", "fvd_shapes25"], ["unknown metric 'fvd_shapes25'", "fvd_shapes256"]),
+    (["evaluate", "r", "--metrics", "fvd_shapez256"], ["unknown metric 'fvd_shapez256'", "fvd_shapes256"]),
     (["evaluate", "r", "--protocol", "mimi"], ["mini"]),
     (["ls", "generatorz"], ["generators"]),
     (["train", "videofusion", "--lam", "1.5"], ["lam must be in [0, 1]", "1.5"]),
@@ -357,7 +357,8 @@ def test_bad_i3d_weights_files(capsys, metrics_env, kind):
     elif kind == "pickle-code":
         w.write_bytes(_evil_pickle(metrics_env / "PWNED"))
     msg = check(capsys, 1, ["evaluate", "--samples", _i3d_samples(metrics_env), "--dataset", "reltiny", "--metrics",
-                            "fvd256_16f", "--i3d-weights", w, "--offline", "--results", metrics_env / "res"], "i3d.pt")
+                            "fvd256_16f", "--fit", "--i3d-weights", w, "--offline", "--results", metrics_env / "res"],
+                "i3d.pt")
     assert not (metrics_env / "PWNED").exists(), msg
 
 
@@ -376,7 +377,7 @@ def test_bad_c3d_weights_files(capsys, metrics_env, kind):
     d.mkdir()
     np.save(d / "shard-00000.npy", np.zeros((2048, 16, 3, 1, 1), np.uint8))
     check(capsys, 1, ["evaluate", "--samples", d, "--dataset", "reltiny", "--metrics", "is2048_ucf_tganv2",
-                      "--trials", "1", "--c3d-weights", w, "--results", metrics_env / "res"], w.name)
+                      "--trials", "1", "--fit", "--c3d-weights", w, "--results", metrics_env / "res"], w.name)
 
 
 def test_checkpoint_from_another_generator_or_foreign_file(capsys, trained, tmp_path):

@@ -243,7 +243,7 @@ def run_table(store, spec_name: str, opts: ExpandOptions, ev, *, spec_kwargs: Op
     spec = get_spec(spec_name, **spec_kwargs)
     plans = expand(spec, opts)
     check_overrides(plans, f"the {spec.name} table")
-    ev.metrics = list(ev.metrics or protocol_metrics(ev.protocol, opts.dataset))
+    ev.metrics = list(ev.metrics or protocol_metrics(ev.protocol, opts.dataset, opts.size))
     metrics = [m.name for m in metric_specs(ev.metrics, ev.num_samples)]
     execute_all(store, plans, ev, desc=f"{spec.name} ({len(plans)} runs)", progress=progress, log=log)
     prefix = opts.prefix or ("compare" if spec.name == "compare" else f"ablate-{spec.name}")

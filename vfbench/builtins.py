@@ -38,6 +38,6 @@ EXTRACTORS.add_lazy("c3d-ucf101", "vfbench.metrics.c3d:C3DExtractor",
 # the module needs only dataclasses, so importing it here keeps `vfbench ls` light.
 import vfbench.metrics.protocols  # noqa: E402,F401
 EXTRACTORS.add_lazy("i3d", "vfbench.metrics.i3d_extractor:I3DExtractor",
-                    description="I3D Kinetics-400 logits (TF-Hub FVD/KVD network), presets reference | stylegan-v | tats")
+                    description="I3D Kinetics-400 logits (TF-Hub FVD/KVD network), presets reference | stylegan-v | tats | latte | cd-fvd")
 EXTRACTORS.add_lazy("shapes-net", "vfbench.metrics.shapes_net:ShapesNetExtractor",
                     description="built-in 3D CNN on the shapes factors (features, content/motion posteriors)")

@@ -60,11 +60,12 @@ from vfbench.sample_folder import long_video_length as _long_video_length
 REAL_SELECTIONS = ("reference", "stylegan-v")
 
 
-def protocol_metrics(protocol: str, dataset: str) -> List[str]:
-    """The metric names ``protocol`` computes for ``dataset`` (see ``metrics/protocols.py``)."""
+def protocol_metrics(protocol: str, dataset: str, size: Optional[int] = None) -> List[str]:
+    """The metric names ``protocol`` computes for ``dataset`` at clip size ``size`` (see
+    ``metrics/protocols.py``: 64-px clips get the 16x64x64 metrics)."""
     from vfbench.metrics.protocols import protocol_metrics as pm
 
-    return pm(protocol, dataset)
+    return pm(protocol, dataset, size)
 
 
 def samples_needed(metrics, trials: Optional[int] = None) -> int:
@@ -259,7 +260,7 @@ class _FeatureJobs:
             if kind == "real":
                 idx = job[2]
                 a, b = shard_range(len(idx), info.rank, info.world_size, self.batch_size)
-                dk = (spec.frames, spec.resolution)
+                dk = (spec.frames, spec.resolution, spec.real_stride)
                 if dk not in self.real_ds:
                     self.real_ds[dk] = build_real_dataset(self.dataset, spec, self.seed, self.data_root)
                 batches = _iter_dataset(self.real_ds[dk], idx[a:b], self.batch_size)
@@ -321,9 +322,10 @@ def build_real_dataset(dataset, spec, seed: int, data_root=None):
 
     extra = {k: v for k, v in ds_spec.items() if k not in ("name", "frames", "size", "seed", "data_root", "split",
                                                           "stride")}
+    stride = getattr(spec, "real_stride", None) or ds_spec.get("stride")
     return build_dataset(ds_spec["name"], split=ds_spec.get("split", "train"), frames=spec.frames,
                          size=spec.resolution, data_root=data_root or ds_spec.get("data_root"),
-                         stride=ds_spec.get("stride"), seed=seed, **extra)
+                         stride=stride, seed=seed, **extra)
 
 
 def real_indices(n_avail: int, num: int, selection: str, seed: int) -> np.ndarray:
@@ -397,22 +399,63 @@ def _save_state(path: Path, stat) -> None:
 
 
 # -- the runner -----------------------------------------------------------------------------------------
-def _resolve_specs(metrics, dataset_name: str, protocol: Optional[str]):
+def _resolve_specs(metrics, dataset_name: str, protocol: Optional[str], size: Optional[int] = None):
     from vfbench.metrics.protocols import PROTOCOLS, get_spec, protocol_metrics as pm
 
     if metrics is None:
         if protocol is None:
             raise UsageError("say what to compute: pass --protocol mini|paper or --metrics NAME[,NAME]")
-        metrics = pm(protocol, dataset_name)
+        metrics = pm(protocol, dataset_name, size)
     elif isinstance(metrics, str):
         if metrics in PROTOCOLS:
-            protocol, metrics = metrics, pm(metrics, dataset_name)
+            protocol, metrics = metrics, pm(metrics, dataset_name, size)
         else:
             metrics = [m.strip() for m in metrics.split(",") if m.strip()]
     specs = [get_spec(m) for m in metrics]
     if not specs:
         raise UsageError("no metrics to compute; pass --metrics NAME[,NAME] or --protocol mini|paper")
     return specs, protocol
+
+
+def fit_to_clips(specs, samples_path: Path, fit: bool, log=None):
+    """The specs at the size of the stored clips: a metric at the clips' own size (``resolution=None``) takes
+    it; a metric of another size refuses the clips, naming the metric that fits, unless ``fit`` asks for the
+    resize (centre square crop + antialiased bilinear, rounded; said through ``log`` and recorded)."""
+    import warnings
+
+    from vfbench.metrics.protocols import fitting_metric
+    from vfbench.sample_folder import stored_clip_size
+
+    hw = stored_clip_size(samples_path)
+    if hw is None:
+        return list(specs)
+    h, w = hw
+    out = []
+    for s in specs:
+        if s.resolution is None:
+            s = replace(s, resolution=min(h, w))
+        elif (h, w) != (s.resolution, s.resolution):
+            r = s.resolution
+            if not fit:
+                other = fitting_metric(s, h) if h == w else None
+                fix = (f"score them with {other} (the same metric at {h}x{w}), or pass --fit to resize them to {r}x{r}"
+                       if other else f"no registered metric scores {h}x{w} clips: pass --fit to resize them to"
+                                     f" {r}x{r} (recorded), or generate {r}x{r} clips")
+                raise UsageError(f"{s.name} scores {r}x{r} clips but {samples_path} holds {h}x{w} clips; {fix}")
+            msg = (f"--fit: {s.name} scores {h}x{w} clips of {samples_path} after a centre square crop and an"
+                   f" antialiased bilinear resize to {r}x{r} (not the protocol's path; recorded as 'fit')")
+            (log or (lambda m: warnings.warn(m, stacklevel=3)))(msg)
+        out.append(s)
+    return out
+
+
+def count_warning(spec) -> Optional[str]:
+    """The warning every record scored with fewer clips than its protocol publishes carries."""
+    if spec.num_fake >= spec.protocol_count:
+        return None
+    return (f"{spec.name} used {spec.num_fake} generated clips, fewer than the {spec.protocol_count} its protocol"
+            f" publishes: FVD/KVD/IS move with the count (see `vfbench probe count`), so this value is not"
+            f" comparable with published {spec.protocol_count}-clip numbers")
 
 
 def _protocol_label(spec, protocol: Optional[str]) -> str:
@@ -428,7 +471,7 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
              batch_size: int = 8, device: str = "cpu", cache: bool = True, offline: bool = False,
              i3d_weights=None, c3d_weights=None, run: Optional[str] = None, tag: Optional[str] = None,
              samples_dir=None, data_root=None, real_selection: Optional[str] = None, i3d_preset: Optional[str] = None,
-             i3d_impl: Optional[str] = None, cache_dir=None,
+             i3d_impl: Optional[str] = None, cache_dir=None, fit: bool = False,
              progress: bool = True, write: bool = True) -> List[Dict[str, Any]]:
     """Score generated clips under ``metrics`` (names, specs, or a protocol name) against ``dataset``.
 
@@ -463,7 +506,10 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
     if bootstrap < 0:
         raise UsageError(f"--bootstrap must be 0 or a positive number of resamples, got {bootstrap}")
     dataset_name = _dataset_name(dataset)
-    specs, protocol = _resolve_specs(metrics, dataset_name, protocol)
+    from vfbench.sample_folder import stored_clip_size
+
+    hw = stored_clip_size(samples_source) if samples_source is not None else None
+    specs, protocol = _resolve_specs(metrics, dataset_name, protocol, hw[0] if hw and hw[0] == hw[1] else None)
     if i3d_preset is not None:
         specs = [s.with_preset(i3d_preset) if s.extractor == "i3d" else s for s in specs]
     if real_selection is not None:
@@ -493,6 +539,7 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
     if not specs:
         return records
     samples_path = Path(samples_source)
+    specs = fit_to_clips(specs, samples_path, fit)
 
     # check sample counts before any expensive work
     folders: Dict[Tuple[int, int], SampleFolder] = {}
@@ -503,14 +550,16 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
         k = trials or s.trials
         need, have = k * s.num_fake, len(folders[key])
         if have < need:
-            alt = " or the mini protocol (--protocol mini)" if s.num_fake > 256 else ""
+            fewer = have // k
+            alt = (f", or score the clips there are with --metrics {s.at_count(fewer).name} (flagged as fewer clips"
+                   f" than the protocol's)") if fewer >= 2 and s.kind != "disentangle" else ""
             target = run_name or "RUN"
             raise DataError(f"{s.name} needs {need} generated clips ({k} x {s.num_fake}) but {samples_path} holds"
                             f" {have}; generate more with `vfbench sample {target} --num {need}`{alt}")
 
     cache_root = Path(cache_dir) if cache_dir else default_cache_dir()
     extractors: Dict[Tuple[str, str], Any] = {}
-    real_ds: Dict[Tuple[int, int], Any] = {}
+    real_ds: Dict[Tuple[int, int, Optional[int]], Any] = {}
     real_feats: Dict[Tuple, Dict[str, np.ndarray]] = {}
     fake_feats: Dict[Tuple, Dict[str, np.ndarray]] = {}
     generator = run_cfg.get("generator") or _manifest_generator(samples_path) or "external"
@@ -532,21 +581,26 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
             k_trials = trials or spec.trials
             ext = extractors[(spec.extractor, spec.preset)]
             ext_desc = _jsonable(ext.describe())
-            spec = spec.resolved(ext_desc)
+            spec = spec.resolved(ext_desc, dataset_name)
             folder = folders[(spec.frames, spec.resolution)]
 
             # real side
             real_stat, cache_key, real_desc = None, None, None
             if spec.needs_real:
-                dk = (spec.frames, spec.resolution)
+                dk = (spec.frames, spec.resolution, spec.real_stride)
                 if dk not in real_ds:
                     real_ds[dk] = build_real_dataset(dataset, spec, seed, data_root)
                 ds = real_ds[dk]
                 if len(ds) < spec.num_real:
+                    fix = (f"score with --metrics {spec.at_count(len(ds)).name} ({len(ds)} clips each side, flagged as"
+                           f" fewer than the protocol's) or use a larger dataset") if len(ds) >= 2 else \
+                        "use a larger dataset"
                     raise DataError(f"{spec.name} needs {spec.num_real} real clips but dataset {dataset_name!r} has"
-                                    f" {len(ds)}; use the mini protocol or a larger dataset")
+                                    f" {len(ds)}; {fix}")
                 real_desc = _jsonable(getattr(ds, "describe", lambda: {"name": dataset_name})())
                 selection = {"mode": spec.real_selection, "seed": seed, "num": spec.num_real, "split": real_desc.get("split", "train")}
+                if spec.real_stride:  # a preset's real-data frame stride (latte); absent otherwise, as before
+                    selection["stride"] = spec.real_stride
                 cache_key = stats_cache_key({
                     "dataset": real_desc, "selection": selection, "metric": spec.name, "kind": spec.kind,
                     "version": spec.version, "frames": spec.frames, "resolution": spec.resolution,
@@ -595,7 +649,9 @@ def evaluate(samples_source=None, metrics=None, dataset=None, store: Optional[Re
                 "extractor": ext_desc, "metric_spec": spec.to_dict(),
                 "real": ({"dataset": real_desc, "selection": spec.real_selection} if spec.needs_real else None),
                 "config": run_cfg, "samples_dir": str(samples_path), "samples": folder.describe(),
-                "tag": samples_path.name if run_name else tag,
+                "tag": samples_path.name if run_name else (tag or samples_path.name),
+                "resolution": spec.resolution, "fit": folder.describe()["fit"],
+                "warnings": [w for w in (count_warning(spec),) if w],
                 "cache_key": cache_key, "elapsed": round(time.time() - t0, 3), "world_size": world.world_size,
             }
             if write:
@@ -772,7 +828,8 @@ def evaluate_all(store: Optional[ResultsStore] = None, *, protocol: Optional[str
         if not isinstance(ds, str) or not ds:
             log(f"{run_dir.name}: config.json names no dataset, skipping")
             continue
-        names = metrics or protocol_metrics(protocol, ds)
+        size = (cfg.get("dataset") or {}).get("size") if isinstance(cfg.get("dataset"), dict) else None
+        names = metrics or protocol_metrics(protocol, ds, size if isinstance(size, int) else None)
         names = [names] if isinstance(names, str) else list(names)
         sdir = pick_samples_dir(run_dir, kwargs.get("tag"))
         keys = []  # by position in names: a metric may be given as a spec object

@@ -116,36 +116,44 @@ class Outcome:
 
 
 # -- what the protocols need ------------------------------------------------------------------------
-def protocol_metrics(protocol: str, dataset: str) -> List[str]:
-    """The metric names of ``protocol`` for ``dataset`` (owned by the evaluation subsystem)."""
+def protocol_metrics(protocol: str, dataset: str, size: Optional[int] = None) -> List[str]:
+    """The metric names of ``protocol`` for ``dataset`` at clip size ``size`` (owned by the evaluation
+    subsystem: ``metrics/protocols.py``)."""
     from vfbench.evaluation import protocol_metrics as pm
 
-    return list(pm(protocol, dataset))
+    return list(pm(protocol, dataset, size))
 
 
 def metric_specs(names: Sequence[str], num_samples: Optional[int]) -> List[Any]:
     """The metric definitions to evaluate; with ``num_samples``, resized copies under new names.
 
     A metric's name pins its sample count (``fvd_shapes256``), so scoring fewer clips (the quick
-    demo) must not reuse that name: the copy is called ``fvd_shapes64`` and records say so.
+    demo) must not reuse that name: the copy is called ``fvd_shapes64`` (``MetricSpec.at_count``),
+    ``vfbench evaluate --metrics fvd_shapes64`` accepts that name, and its records warn that it
+    has fewer clips than the protocol publishes.
     """
-    from dataclasses import replace
-
     from vfbench.metrics.protocols import get_spec
 
     specs = []
     for name in names:
         spec = get_spec(name)
         if num_samples is not None and num_samples != spec.num_fake:
-            if num_samples < 2:
-                raise UsageError(f"--num-samples must be at least 2 for {name}, got {num_samples}")
-            old = str(spec.num_fake)
-            new_name = name.replace(old, str(num_samples), 1) if old in name else f"{name}_n{num_samples}"
-            spec = replace(spec, name=new_name, num_fake=num_samples,
-                           num_real=num_samples if spec.needs_real else 0,
-                           description=f"{spec.description} (resized to {num_samples} clips)")
+            spec = spec.at_count(num_samples)
         specs.append(spec)
     return specs
+
+
+def check_sizes(specs: Sequence[Any], plan: "RunPlan", protocol: str) -> None:
+    """Refuse, before any training, a table whose metrics cannot score its runs' clips (64 or 128 px
+    for the real-video protocols): the evaluation would refuse the samples after hours of training."""
+    from vfbench.metrics.protocols import REAL_SIZES
+
+    for s in specs:
+        res = getattr(s, "resolution", None)
+        if res is not None and res != plan.size:
+            sizes = " or ".join(f"--size {k}" for k in REAL_SIZES)
+            raise UsageError(f"{s.name} of the {protocol} protocol scores {res}x{res} clips but this table trains"
+                             f" {plan.size}x{plan.size} ones; pass {sizes}")
 
 
 def samples_needed(specs: Sequence[Any]) -> int:
@@ -324,7 +332,8 @@ def execute(store: ResultsStore, plan: RunPlan, ev: EvalPlan,
             log: Callable[[str], None] = lambda s: None, progress: bool = False) -> Outcome:
     """Train, sample and evaluate one plan, doing only what is not done yet."""
     run_dir = check_plan(store, plan)
-    specs = metric_specs(ev.metrics or protocol_metrics(ev.protocol, plan.dataset), ev.num_samples)
+    specs = metric_specs(ev.metrics or protocol_metrics(ev.protocol, plan.dataset, plan.size), ev.num_samples)
+    check_sizes(specs, plan, ev.protocol)
     metrics = [s.name for s in specs]
     num = samples_needed(specs)
     out = Outcome(plan=plan, run_dir=run_dir, samples_dir=None, records=[])

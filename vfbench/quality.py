@@ -63,7 +63,11 @@ def quality_table(store, runs: Sequence[str], *, num: int = 256, seed: int = 0, 
         ds = info["dataset"]
         if first_cfg is None:
             first_cfg = info
-            specs = metric_specs(["fvd_shapes256"] if ds.get("name") == "shapes" else ["fvd2048_16f"], num)
+            from vfbench.metrics.protocols import protocol_metrics
+
+            size = ds.get("size") if isinstance(ds.get("size"), int) else None  # 64-px runs: fvd2048_16f_64
+            specs = metric_specs(["fvd_shapes256"] if ds.get("name") == "shapes"
+                                 else [protocol_metrics("paper", str(ds.get("name")), size)[0]], num)
         log(f"{run_dir.name}: sampling {num} clips (step {info['step']})")
         controls = {"steps": steps} if steps else {}
         sdir = sample_run(run_dir, num, seed=seed, batch_size=sample_batch, progress=progress, **controls)

@@ -108,7 +108,9 @@ class ResultsStore:
         """Write one evaluation record (provenance added) under a unique id; never overwrites."""
         rec = dict(record)
         rec.setdefault("provenance", provenance())
-        rid = rec.get("id") or f"{rec.get('run', 'samples')}-{rec.get('metric', 'metric')}-{uuid.uuid4().hex[:10]}"
+        # a record of ``evaluate --samples DIR`` has no run: its file is named after the folder (its tag)
+        who = rec.get("run") or rec.get("tag") or "samples"
+        rid = rec.get("id") or f"{who}-{rec.get('metric', 'metric')}-{uuid.uuid4().hex[:10]}"
         rid = re.sub(r"[^A-Za-z0-9._=+-]", "_", rid)
         rec["id"] = rid
         path = self.records_dir / f"{rid}.json"

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Iterator, List, NamedTuple, Optional
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -46,6 +46,41 @@ def long_video_length(samples_dir: Path) -> Optional[int]:
     info = json_object_or_none(mpath, "samples manifest", warn=False) if mpath.is_file() else None
     length = (info or {}).get("length")
     return length if isinstance(length, int) and not isinstance(length, bool) else None
+
+
+def stored_clip_size(path) -> Optional[Tuple[int, int]]:
+    """(H, W) of the first clip of a samples folder as stored (a shard's header, a video's first frame),
+    without reading any clip; None when it cannot be told (the folder's own checks then name the problem)."""
+    from vfbench.errors import VfbenchError
+
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    files = sorted((p for p in path.iterdir() if not p.name.startswith(".")), key=natural_key)
+    try:
+        for p in files:
+            if p.suffix == ".npy":
+                head = npy_header(p)
+            elif p.suffix == ".npz":
+                heads = sorted(npz_headers(p))
+                if not heads:
+                    continue
+                head = heads[0][1]
+            else:
+                continue
+            shape = tuple(head.shape)
+            if head.dtype != np.uint8 or len(shape) != 5 or shape[2] not in (1, 3):
+                return None  # a malformed shard: SampleFolder's checks say what is wrong
+            return int(shape[3]), int(shape[4])
+        from vfbench.data.video_io import is_video_file, list_frame_files, read_frames
+
+        for p in files:
+            if is_video_file(p) or (p.is_dir() and list_frame_files(p)):
+                frame = read_frames(p, [0])
+                return int(frame.shape[1]), int(frame.shape[2])
+    except (VfbenchError, ArrayFileError, ValueError, OSError) + ZIP_ERRORS:
+        return None
+    return None
 
 
 class Entry(NamedTuple):
@@ -121,7 +156,8 @@ class SampleFolder:
                             " vfbench can index; split it into several shards")
         if shape[1] < self.frames:
             raise DataError(f"sample shard {where} holds clips of {shape[1]} frames but the metric needs {self.frames};"
-                            " generate longer clips (--frames) or use a metric with fewer frames")
+                            f" generate clips of at least {self.frames} frames (train the run with --frames"
+                            f" {self.frames})")
         return h
 
     # -- the folder -------------------------------------------------------------------------
@@ -170,7 +206,7 @@ class SampleFolder:
         n = count_frames(p)
         if n < self.frames:
             raise DataError(f"generated video {p} has {n} frames but the metric needs {self.frames};"
-                            " generate longer videos or use a metric with fewer frames")
+                            f" generate videos of at least {self.frames} frames")
         clip = load_clip(p, list(range(self.frames)), self.size)
         return clip.numpy()[None]
 

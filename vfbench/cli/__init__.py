@@ -31,7 +31,8 @@ _ARGS: list = []  # this call's command line (main sets it)
 _THREADS_LINE: list = []  # printed when a computing command starts (not for --help or a usage error)
 
 # Commands that compute: they say once how many threads they use (``ls``, ``data info``... do not).
-_HEAVY = {"train", "pretrain", "sample", "evaluate", "demo", "ablate", "compare", "report", "bench", "quality"}
+_HEAVY = {"train", "pretrain", "sample", "evaluate", "demo", "ablate", "compare", "report", "bench", "quality",
+          "probe"}
 
 
 @app.callback()
@@ -88,6 +89,8 @@ from vfbench.cli import data as _data  # noqa: E402,F401
 from vfbench.cli import weights as _weights  # noqa: E402,F401
 from vfbench.cli import quality as _quality  # noqa: E402,F401
 from vfbench.cli import records as _records  # noqa: E402,F401
+from vfbench.cli import protocols as _protocols  # noqa: E402,F401
+from vfbench.cli import probe as _probe  # noqa: E402,F401
 
 
 def _debug(argv=None) -> bool:

@@ -72,9 +72,10 @@ def evaluate_cmd(
     device: str = typer.Option("auto", "--device", help="auto (a GPU if there is one, else cpu), cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(8, "--batch-size", help="Clips per extractor batch."),
     seed: int = typer.Option(0, "--seed", help="Seed of the real clip selection and the bootstrap."),
-    i3d_preset: Optional[str] = typer.Option(None, "--i3d-preset", show_default='reference', help="I3D port to imitate: reference (default), stylegan-v or tats; the metric name gets the preset as a suffix."),
+    i3d_preset: Optional[str] = typer.Option(None, "--i3d-preset", show_default='reference', help="I3D convention to imitate: reference (default), stylegan-v, tats, latte or cd-fvd (see `vfbench protocols`); the metric name gets the preset as a suffix."),
     i3d_impl: Optional[str] = typer.Option(None, "--i3d-impl", show_default='fused', help="I3D implementation: fused (default; channels-last, BatchNorm folded) or eager (the layer-for-layer port); same fp32 function, recorded in the result."),
     real_selection: Optional[str] = typer.Option(None, "--real-selection", show_default='reference', help="reference (shuffled train set, default) or stylegan-v (first videos)."),
+    fit: bool = typer.Option(False, "--fit", help="Resize generated clips of another size to the metric's (centre crop + antialiased bilinear; printed and recorded) instead of refusing them."),
 ):
     """Score generated clips with FVD/KVD/IS under a protocol and write one result record per metric.
 
@@ -110,14 +111,15 @@ def evaluate_cmd(
     if names is None and protocol is None:
         protocol = "mini"
     if names:
-        from vfbench.registry import METRICS
+        from vfbench.metrics.protocols import check_metric_name
 
         for n in names:
-            METRICS.check(n)
+            check_metric_name(n)
     store = ResultsStore.open(results)
     common = dict(trials=trials, bootstrap=bootstrap, seed=seed, batch_size=batch_size, device=device,
                   cache=not no_cache, offline=offline, i3d_weights=i3d_weights, c3d_weights=c3d_weights,
-                  data_root=data_root, real_selection=real_selection, i3d_preset=i3d_preset, i3d_impl=i3d_impl)
+                  data_root=data_root, real_selection=real_selection, i3d_preset=i3d_preset, i3d_impl=i3d_impl,
+                  fit=fit)
     given = sum(x is not None and x is not False for x in (run, samples, all_runs or None))
     if given != 1:
         raise UsageError("give exactly one of RUN, --all or --samples DIR (with --dataset NAME)")
@@ -139,4 +141,6 @@ def evaluate_cmd(
     if _quiet_rank():  # under torchrun rank 0 reports
         return
     typer.echo(format_table(records))
+    for w in dict.fromkeys(w for r in records for w in (r.get("warnings") or [])):  # each once, in order
+        typer.echo(f"warning: {w}", err=True)
     typer.echo(f"{len(records)} record(s) written to {store.records_dir}")

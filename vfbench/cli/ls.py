@@ -34,3 +34,6 @@ def ls_cmd(
             if "higher_is_better" in meta:
                 extra += "  (higher is better)" if meta["higher_is_better"] else "  (lower is better)"
             typer.echo(f"  {n.ljust(width)}  {extra}".rstrip())
+        if k == "metrics":
+            typer.echo("  (also accepted: a metric at another clip count, e.g. fvd16_16f or fvd_shapes64, flagged in its"
+                       " records; and an I3D metric under a preset, e.g. fvd2048_16f-latte: see `vfbench protocols`)")
