@@ -227,3 +227,12 @@ def test_protocol_estimate_scales_measured_cost_by_counted_flops(tmp_path):
     assert res["fvd_kvd"] is None and "vdm" in format_protocol(res)
     with pytest.raises(UsageError, match="--generators"):
         ProtocolConfig(generators=("sora",)).check()
+
+
+def test_bf16_sampling_benchmark_runs_both_precisions(tmp_path):
+    mod = load_script("bf16_sampling")
+    res = roundtrip(mod.run(("videofusion",), preset="tiny", frames=4, size=8, steps=1, repeats=1), tmp_path)
+    g = res["generators"]["videofusion"]
+    assert len(g["times"]["fp32"]) == len(g["times"]["bf16"]) == 1
+    assert g["bf16_over_fp32"] == pytest.approx(g["bf16_s"] / g["fp32_s"])
+    assert isinstance(res["cpu_bf16_native"], bool) and "videofusion" in mod.table(res)
