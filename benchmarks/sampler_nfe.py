@@ -14,7 +14,8 @@ Each finished point is appended to the JSON ``--out`` at once (atomically), so a
 points it finished; a point already in ``--out`` is skipped (resume).
 
     python benchmarks/sampler_nfe.py --run /work/ref/runs/ref-vf-temporal --num 64 \\
-        --points ddim:10:0,ddim:20:0,ddim:50:0,ddim:100:0,dpmpp_2m:10:0 --out nfe-vf.json --work /tmp/nfe
+        --points ddim:10:0,ddim:20:0,ddim:50:0,ddim:100:0,dpmpp_2m:10:0 --real-sets 4 --out nfe-vf.json \\
+        --work /tmp/nfe
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import torch
 def parse_points(text: str) -> List[Tuple[str, int, int]]:
     """``sampler:steps:seed,...`` -> ``[(sampler, steps, seed), ...]``."""
     points = []
-    for item in text.split(","):
+    for item in filter(None, (i.strip() for i in text.split(","))):
         sampler, steps, seed = item.strip().split(":")
         points.append((sampler, int(steps), int(seed)))
     return points
@@ -59,6 +60,9 @@ def main(argv=None) -> Dict[str, Any]:
     ap.add_argument("--num-real", type=int, default=256, help="real clips of the reference statistics")
     ap.add_argument("--batch", type=int, default=16, help="clips per sampling call")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--real-sets", type=int, default=0,
+                    help="also score this many disjoint sets of --num real test-split clips: the spread of the "
+                         "metric at this clip count with no generator involved (the noise floor of the table)")
     ap.add_argument("--work", required=True, help="folder for the sample shards and the results store")
     ap.add_argument("--out", required=True, help="JSON result (points appended as they finish)")
     args = ap.parse_args(argv)
@@ -81,6 +85,19 @@ def main(argv=None) -> Dict[str, Any]:
         "run": str(args.run), "generator": info["generator"], "checkpoint_step": info["step"], "num": args.num,
         "num_real": args.num_real, "batch": args.batch, "threads": args.threads, "torch": torch.__version__,
         "points": []}
+    if args.real_sets and "real_test_sets" not in result:
+        from vfbench.runs import run_dataset
+
+        test = run_dataset(ds, "test")
+        if len(test) < args.real_sets * args.num:
+            raise SystemExit(f"error: the test split has {len(test)} clips, fewer than --real-sets x --num; lower one")
+        values = []
+        for k in range(args.real_sets):
+            clips = np.stack([np.asarray(test[i]["video"]) for i in range(k * args.num, (k + 1) * args.num)])
+            values.append(fvd_of(clips, work / f"real-test-{args.num}-set{k}", dataset_ref, args.num_real, store))
+        result["real_test_sets"] = values
+        atomic_write_json(out, result)
+        print(json.dumps({"real_test_sets": values}), flush=True)
     done = {(p["sampler"], p["steps"], p["seed"]) for p in result["points"]}
     for sampler, steps, seed in parse_points(args.points):
         if (sampler, steps, seed) in done:
