@@ -167,7 +167,7 @@ def denoise_window(model, plan: SamplingPlan, noise: ClipNoise, labels: Optional
     z = noise.draw(shape)
     b = z.shape[0]
     o = 0 if known is None else known.shape[1]
-    solver = DPMSolverPP2M(schedule) if plan.sampler == "dpmpp_2m" else None  # this window's history
+    solver = DPMSolverPP2M(schedule, pairs=plan.pairs) if plan.sampler == "dpmpp_2m" else None  # this window's history
     for t, t_prev in plan.pairs:
         t_vec = torch.full((b,), t, dtype=torch.long, device=model.device)
         if o:

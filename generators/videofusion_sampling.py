@@ -185,7 +185,7 @@ def denoise_window(model, plan: _Plan, base: torch.Tensor, residual: torch.Tenso
 
 def _solver(model, plan: _Plan) -> Optional[DPMSolverPP2M]:
     """A fresh DPM-Solver++(2M) history for one chain (None for DDIM / DDPM, which keep none)."""
-    return DPMSolverPP2M(model.schedule) if plan.sampler == "dpmpp_2m" else None
+    return DPMSolverPP2M(model.schedule, pairs=plan.pairs) if plan.sampler == "dpmpp_2m" else None
 
 
 def _update(schedule, plan: _Plan, z, eps_hat, t_vec, t_prev, fresh, solver: Optional[DPMSolverPP2M] = None):

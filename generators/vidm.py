@@ -301,8 +301,9 @@ class VIDM(Generator):
                 z = ddpm_step(self.schedule, z, eps, t, noise=noise_fn() if t > 0 else None)
             return z
         if sampler == "dpmpp_2m":
-            solver = DPMSolverPP2M(self.schedule)
-            for t, t_prev in timestep_pairs(cfg.num_timesteps, steps):
+            pairs = timestep_pairs(cfg.num_timesteps, steps)
+            solver = DPMSolverPP2M(self.schedule, pairs=pairs)
+            for t, t_prev in pairs:
                 z = solver.step(z, eps_fn(z, torch.full((b,), t, dtype=torch.long, device=dev)), t, t_prev)
             return z
         if sampler == "ddpm":

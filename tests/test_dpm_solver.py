@@ -22,7 +22,7 @@ import torch
 
 from vfbench.clips import uint8_to_unit
 from vfbench.diffusion import (DPMSolverPP2M, DiffusionSchedule, ddim_step, dpmpp_2m_step, half_log_snr,
-                               predict_eps)
+                               predict_eps, timestep_pairs)
 from vfbench.errors import UsageError
 
 FRAMES, SIZE = 4, 8
@@ -89,6 +89,27 @@ def test_second_order_convergence_where_ddim_is_first_order():
     assert all(1.7 < r < 2.3 for r in first), (first, err)
     assert all(r > 3.3 for r in second), (second, err)
     assert err[2, 20] < err[1, 20] / 10, err
+
+
+@pytest.mark.parametrize("steps,first_order_last", [(10, True), (14, True), (15, False), (20, False)])
+def test_lower_order_final_below_15_steps(steps, first_order_last):
+    # the step into the last model timestep (t_prev = 0) is first order below 15 steps (the authors'
+    # lower_order_final), 2M from 15 on; the final step to -1 returns x0 either way
+    s = DiffusionSchedule.named("cosine", 1000)
+    pairs = timestep_pairs(1000, steps)
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(1, 3, 4, 4, generator=g, dtype=torch.float64)
+    solver = DPMSolverPP2M(s, pairs=pairs)
+    for t, t_prev in pairs[:-2]:
+        z = solver.step(z, torch.randn(z.shape, generator=g, dtype=torch.float64), t, t_prev)
+    (t, t_prev), eps = pairs[-2], torch.randn(z.shape, generator=g, dtype=torch.float64)
+    assert t_prev == 0
+    x0 = (s.sqrt_recip_abar[t] * z - s.sqrt_recipm1_abar[t] * eps).clamp(-1, 1)
+    first = dpmpp_2m_step(s, z, x0, t, t_prev)
+    second = dpmpp_2m_step(s, z, x0, t, t_prev, solver.x0_last, solver.t_last)
+    out = solver.step(z, eps, t, t_prev)
+    torch.testing.assert_close(out, first if first_order_last else second, atol=1e-12, rtol=0)
+    assert float((first - second).abs().max()) > 1e-3  # the two differ: the test can tell them apart
 
 
 def test_bad_histories_are_usage_errors():
