@@ -26,7 +26,8 @@ from typing import Any, Dict, Literal, Mapping, Optional, Sequence, Union
 import torch
 
 from vfbench.clips import unit_to_uint8
-from vfbench.diffusion import DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps, schedule_names
+from vfbench.diffusion import (SAMPLERS, DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps,
+                               schedule_names)
 from vfbench.errors import UsageError, check_range, did_you_mean
 from vfbench.generator import Generator
 from vfbench.nets.unet import UNet, UNetConfig, unet_preset
@@ -35,7 +36,6 @@ from vfbench.prediction import (check_min_snr_gamma, check_prediction, loss_weig
 from vfbench.registry import GENERATORS
 
 LOSSES = ("mse", "l1")
-SAMPLERS = ("ddim", "ddpm")
 SAMPLE_CONTROLS = ("batch_size", "sampler", "steps", "eta", "labels", "guidance_scale")
 RECONSTRUCTION_WEIGHT = 2.0  # default w_r of long videos (Ho et al. 2022, Sec. 3.1, Eq. 7); see vdm_long.py
 
@@ -51,7 +51,7 @@ class VDMConfig:
     schedule: str = "cosine"
     num_timesteps: int = 1000
     loss: Literal["mse", "l1"] = "mse"
-    sampler: Literal["ddim", "ddpm"] = "ddim"
+    sampler: Literal["ddim", "ddpm", "dpmpp_2m"] = "ddim"
     sampling_steps: int = 50
     eta: float = 0.0
     guidance_scale: float = 3.0  # used only when the U-Net is class-conditional
@@ -213,9 +213,10 @@ class VDM(Generator):
                guidance_scale: Optional[float] = None, **unknown) -> torch.Tensor:
         """``n`` clips, uint8 ``[n, T, C, H, W]``.
 
-        ``sampler='ddim'`` (default; ``steps`` respaced steps, ``eta`` 0 = deterministic) or ``'ddpm'``
+        ``sampler='ddim'`` (default; ``steps`` respaced steps, ``eta`` 0 = deterministic), ``'ddpm'``
         (ancestral, "fixed small" variance; with fewer steps than ``num_timesteps`` it runs on the respaced
-        chain, which is DDIM with eta = 1, Song et al. Sec. 4.1). Class-conditional models use ``labels``
+        chain, which is DDIM with eta = 1, Song et al. Sec. 4.1) or ``'dpmpp_2m'`` (DPM-Solver++(2M), Lu et
+        al. 2022 Algorithm 2, deterministic, on the same respaced timesteps; one network call per step). Class-conditional models use ``labels``
         (one class, one per clip, or None = uniformly drawn) with classifier-free guidance ``guidance_scale``.
 
         Randomness: from ``generator`` come the labels (if drawn) and one seed per clip; each clip's

@@ -52,9 +52,9 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from vfbench.clips import uint8_to_unit, unit_to_uint8
-from vfbench.diffusion import check_eta, ddim_step, ddpm_step, q_sample, timestep_pairs
+from vfbench.diffusion import DPMSolverPP2M, ddim_step, ddpm_step, q_sample, resolve_eta, timestep_pairs
 from vfbench.errors import UsageError, check_range, did_you_mean
-from vfbench.generators.vdm import RECONSTRUCTION_WEIGHT, SAMPLE_CONTROLS, SAMPLERS
+from vfbench.generators.vdm import RECONSTRUCTION_WEIGHT, SAMPLE_CONTROLS
 
 LONG_CONTROLS = SAMPLE_CONTROLS + ("overlap", "guidance_weight")
 
@@ -82,10 +82,8 @@ def make_plan(model, n: int, generator: Optional[torch.Generator] = None, *, bat
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise UsageError(f"the number of clips to sample must be a positive integer, got {n!r}")
     sampler = sampler or c.sampler
-    if sampler not in SAMPLERS:
-        raise UsageError(f"sampler must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     steps = c.sampling_steps if steps is None else steps
-    eta = check_eta(c.eta if eta is None else eta)
+    eta = resolve_eta(sampler, eta, c.eta)  # validates the sampler
     scale = c.guidance_scale if guidance_scale is None else float(guidance_scale)
     check_range("guidance_scale", scale, 0)
     batch_size = min(n, 32) if batch_size is None else batch_size
@@ -169,6 +167,7 @@ def denoise_window(model, plan: SamplingPlan, noise: ClipNoise, labels: Optional
     z = noise.draw(shape)
     b = z.shape[0]
     o = 0 if known is None else known.shape[1]
+    solver = DPMSolverPP2M(schedule, pairs=plan.pairs) if plan.sampler == "dpmpp_2m" else None  # this window's history
     for t, t_prev in plan.pairs:
         t_vec = torch.full((b,), t, dtype=torch.long, device=model.device)
         if o:
@@ -182,7 +181,9 @@ def denoise_window(model, plan: SamplingPlan, noise: ClipNoise, labels: Optional
             if o and record is not None:
                 x_hat_a = (z[:, :o] - sqrt_1m_abar * eps[:, :o]) / sqrt_abar
                 record.append((known - x_hat_a).square().flatten(1).mean(1))
-        if plan.sampler == "ddpm" and t_prev == t - 1:
+        if solver is not None:
+            z = solver.step(z, eps, t_vec, t_prev)
+        elif plan.sampler == "ddpm" and t_prev == t - 1:
             z = ddpm_step(schedule, z, eps, t, noise=noise.draw(shape) if t > 0 else None)
         else:
             z = ddim_step(schedule, z, eps, t, t_prev, eta=plan.eta,

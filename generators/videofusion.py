@@ -10,7 +10,7 @@ The generator pairs two 2D eps-prediction U-Nets (``vfbench.nets.unet``):
   (Eq. 13).
 
 Training is Eq. 14 with the three modes of Table 7 (``stopgrad``, ``no-stopgrad``, ``fixed``); the noise
-math is in ``videofusion_noise``, the samplers (DDIM / DDPM, Algorithm 1, long videos of Sec. 4.6) in
+math is in ``videofusion_noise``, the samplers (DDIM / DDPM, Algorithm 1, DPM-Solver++(2M), long videos of Sec. 4.6) in
 ``videofusion_sampling``.
 """
 
@@ -23,7 +23,8 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 import torch
 
 from vfbench.clips import check_clips, uint8_to_unit
-from vfbench.diffusion import DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps, schedule_names
+from vfbench.diffusion import (SAMPLERS, DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps,
+                               schedule_names)
 from vfbench.errors import UsageError, WeightsError, check_range, did_you_mean
 from vfbench.generator import Generator
 from vfbench.generators.videofusion_noise import (
@@ -46,7 +47,6 @@ from vfbench.nets.unet import UNet, UNetConfig, unet_preset
 from vfbench.registry import GENERATORS
 
 MODES = ("stopgrad", "no-stopgrad", "fixed")
-SAMPLERS = ("ddim", "ddpm")
 NOISE_SHARING = ("none", "labels")
 # What the residual generator is told about the clip's content (README "VideoFusion: departures"). The
 # paper conditions both nets on the CLIP image embedding of the video's central frame: extracted from the
@@ -76,7 +76,7 @@ class VideoFusionConfig:
     num_timesteps: int = 1000
     mode: Literal["stopgrad", "no-stopgrad", "fixed"] = "stopgrad"
     base_lr_mult: float = 0.1  # a pretrained base is fine-tuned "with a small learning rate" (Sec. 3.4)
-    sampler: Literal["ddim", "ddpm"] = "ddim"
+    sampler: Literal["ddim", "ddpm", "dpmpp_2m"] = "ddim"
     sampling_steps: int = 50
     eta: float = 0.0
     guidance_scale: float = 3.0  # used only when num_classes > 0

@@ -1,9 +1,12 @@
-"""Sampling VideoFusion: DDIM (Fig. 4) and DDPM (Appendix A, Algorithm 1) with decomposed noise, and long
-videos by the replacement method with a fixed base noise (Sec. 4.6).
+"""Sampling VideoFusion: DDIM (Fig. 4), DDPM (Appendix A, Algorithm 1) and DPM-Solver++(2M) (Lu et al. 2022,
+Algorithm 2) with decomposed noise, and long videos by the replacement method with a fixed base noise (Sec. 4.6).
 
 Initial latents carry the decomposition, ``z_T^k = b`` and ``z_T^i = sqrt(lam_i) b + sqrt(1 - lam_i) r^i``.
 Each step makes one base call on the keyframe and one batched residual call on the other frames
-(``VideoFusion.guided_noise``), then the ordinary DDIM / DDPM update per frame. Fresh noise of a
+(``VideoFusion.guided_noise``), then the ordinary DDIM / DDPM update per frame. DPM-Solver++(2M) works on the
+per-frame data prediction that Eq. 13's ``epshat^i`` gives (``x0^i = (z^i - sqrt(1 - abar) epshat^i) / sqrt(abar)``):
+the decomposition lives in the initial latents and in the network's estimate, and the solver's update is
+per frame, so the deterministic sampler needs no other change (it adds no fresh noise). Fresh noise of a
 stochastic step (DDPM, DDIM with eta > 0) is decomposed too: ``sigma (sqrt(lam_i) b' + sqrt(1 - lam_i) r'^i)``
 with a new shared ``b'`` per step.
 
@@ -23,7 +26,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 
 from vfbench.clips import unit_to_uint8
-from vfbench.diffusion import check_eta, ddim_step, ddpm_step, q_sample, timestep_pairs
+from vfbench.diffusion import DPMSolverPP2M, ddim_step, ddpm_step, q_sample, resolve_eta, timestep_pairs
 from vfbench.errors import UsageError, check_range
 from vfbench.generator import make_generator
 from vfbench.generators.videofusion_noise import check_overlap, decomposed_noise
@@ -110,12 +113,10 @@ class _Plan:
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise UsageError(f"n (the number of clips) must be a positive integer, got {n!r}")
         self.sampler = cfg.sampler if sampler is None else sampler
-        if self.sampler not in ("ddim", "ddpm"):
-            raise UsageError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
+        self.eta = resolve_eta(self.sampler, eta, cfg.eta)  # validates the sampler
         self.steps = cfg.sampling_steps if steps is None else steps
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= cfg.num_timesteps:
             raise UsageError(f"steps must be an integer in [1, {cfg.num_timesteps}], got {self.steps!r}")
-        self.eta = check_eta(cfg.eta if eta is None else eta)
         if self.sampler == "ddpm":
             # respaced ancestral sampling with the "fixed small" variance is DDIM with eta = 1
             self.eta = 1.0
@@ -164,6 +165,7 @@ def denoise_window(model, plan: _Plan, base: torch.Tensor, residual: torch.Tenso
     keyframe, base_hats, base_draws = None, None, None
     if model.config.residual_condition == "keyframe":
         keyframe, base_hats, base_draws = _base_first(model, plan, eps_window, base_stream, labels, known)
+    solver = _solver(model, plan)
     for step, (t, t_prev) in enumerate(plan.pairs):
         t_vec = torch.full((size,), t, dtype=torch.long, device=device)
         if o:
@@ -175,13 +177,20 @@ def denoise_window(model, plan: _Plan, base: torch.Tensor, residual: torch.Tenso
         if stochastic:  # Appendix A: the added noise is decomposed too, with a new shared b'
             b_new = base_draws[step] if base_draws is not None else base_stream.draw(plan.frame)
             fresh = decomposed_noise(b_new, residual_stream.draw((model.config.frames, *plan.frame)), lam).to(device)
-        z = _update(schedule, plan, z, eps_hat, t_vec, t_prev, fresh)
+        z = _update(schedule, plan, z, eps_hat, t_vec, t_prev, fresh, solver)
     if o:
         z[:, :o] = known
     return z
 
 
-def _update(schedule, plan: _Plan, z, eps_hat, t_vec, t_prev, fresh):
+def _solver(model, plan: _Plan) -> Optional[DPMSolverPP2M]:
+    """A fresh DPM-Solver++(2M) history for one chain (None for DDIM / DDPM, which keep none)."""
+    return DPMSolverPP2M(model.schedule, pairs=plan.pairs) if plan.sampler == "dpmpp_2m" else None
+
+
+def _update(schedule, plan: _Plan, z, eps_hat, t_vec, t_prev, fresh, solver: Optional[DPMSolverPP2M] = None):
+    if solver is not None:
+        return solver.step(z, eps_hat, t_vec, t_prev)
     if plan.full_ddpm:
         return ddpm_step(schedule, z, eps_hat, t_vec, noise=fresh)
     if plan.eta > 0 and fresh is None:
@@ -201,6 +210,7 @@ def _base_first(model, plan: _Plan, eps_window: torch.Tensor, base_stream, label
     size = z_key.shape[0]
     known_key = known is not None and known.shape[1] > key
     hats, draws = [], []
+    solver = _solver(model, plan)  # its own history: the keyframe chain runs apart from the joint pass
     for t, t_prev in plan.pairs:
         t_vec = torch.full((size,), t, dtype=torch.long, device=device)
         if known_key:
@@ -210,7 +220,7 @@ def _base_first(model, plan: _Plan, eps_window: torch.Tensor, base_stream, label
         stochastic = (t > 0) if plan.full_ddpm else (plan.eta > 0 and t_prev >= 0)
         raw = base_stream.draw(plan.frame) if stochastic else None  # lam_k = 1: the keyframe's fresh noise is b'
         draws.append(raw)
-        z_key = _update(schedule, plan, z_key, hat, t_vec, t_prev, None if raw is None else raw.to(device))
+        z_key = _update(schedule, plan, z_key, hat, t_vec, t_prev, None if raw is None else raw.to(device), solver)
     if known_key:
         z_key = known[:, key]
     return z_key.clamp(-1.0, 1.0), hats, draws
@@ -243,7 +253,7 @@ def sample_clips(model, n: int, generator: Optional[torch.Generator] = None, **c
     Controls: ``base_noise`` (``[C, H, W]`` shared, or ``[n, C, H, W]``), ``residual_noise``
     (``[N, C, H, W]`` or ``[n, N, C, H, W]``), ``base_seed``, ``residual_seed`` (see the module doc),
     ``labels`` (class-conditional models; drawn uniformly when omitted), ``guidance_scale``, ``sampler``
-    (``ddim`` | ``ddpm``), ``steps`` (default ``sampling_steps``; DDPM with ``steps = num_timesteps`` is
+    (``ddim`` | ``ddpm`` | ``dpmpp_2m``, DPM-Solver++(2M), deterministic), ``steps`` (default ``sampling_steps``; DDPM with ``steps = num_timesteps`` is
     Algorithm 1 exactly, with fewer steps the respaced ancestral chain, i.e. DDIM with eta = 1), ``eta``,
     ``batch_size`` (default min(n, 32); it changes speed and memory, not the bytes: the noise is per clip;
     with the temporal residual net at toy clip lengths, e.g. 4 frames, batches of frames can take another

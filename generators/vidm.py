@@ -28,7 +28,8 @@ from typing import Any, Callable, Dict, List, Literal, Optional, Tuple
 import torch
 
 from vfbench.clips import check_clips, uint8_to_unit, unit_to_uint8
-from vfbench.diffusion import DiffusionSchedule, check_eta, ddim_step, ddpm_step, q_sample, schedule_names, timestep_pairs
+from vfbench.diffusion import (DPMSolverPP2M, DiffusionSchedule, check_sampler, ddim_step, ddpm_step,
+                               q_sample, resolve_eta, schedule_names, timestep_pairs)
 from vfbench.errors import UsageError, check_range, did_you_mean
 from vfbench.generator import Generator, make_generator
 from vfbench.generators.vidm_nets import ContentDenoiser, MotionDenoiser
@@ -57,7 +58,7 @@ class VIDMConfig:
     code_levels: int = 3                  # pyramid levels of the motion-code net
     schedule: str = "cosine"
     num_timesteps: int = 1000
-    sampler: Literal["ddim", "ddpm"] = "ddim"   # the paper sampled with DDPM (ancestral)
+    sampler: Literal["ddim", "ddpm", "dpmpp_2m"] = "ddim"   # the paper sampled with DDPM (ancestral)
     sampling_steps: int = 50
     ddim_eta: float = 0.0
     charbonnier_eta: float = 1e-8         # eta of Eq. 4 (the paper's value)
@@ -132,6 +133,7 @@ def validate_config(cfg: VIDMConfig) -> None:
     if cfg.schedule not in schedule_names():
         raise UsageError(f"schedule must be one of {', '.join(schedule_names())}, got {cfg.schedule!r}")
     check_range("ddim_eta", cfg.ddim_eta, 0.0, 1.0)
+    check_sampler(cfg.sampler)
     check_range("charbonnier_eta", cfg.charbonnier_eta, 0.0, lo_open=True)
     check_range("posgn_omega0", cfg.posgn_omega0, 0.0, lo_open=True)
 
@@ -213,8 +215,7 @@ class VIDM(Generator):
         return steps * frames
 
     def _resolve_steps(self, sampler: str, steps: Optional[int]) -> int:
-        if sampler not in ("ddim", "ddpm"):
-            raise UsageError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        check_sampler(sampler)
         steps = self.config.sampling_steps if steps is None else steps
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= self.config.num_timesteps:
             raise UsageError(f"steps must be an integer in [1, {self.config.num_timesteps}], got {steps!r}")
@@ -284,7 +285,8 @@ class VIDM(Generator):
         standard normal tensor (the start, then each stochastic step's noise).
 
         ``ddpm`` with all ``num_timesteps`` steps is the ancestral sampler of Eq. 3; ``ddpm`` with fewer
-        steps is its respaced form (DDIM with eta = 1, Song et al. 2021 Eq. 16); ``ddim`` uses ``eta``.
+        steps is its respaced form (DDIM with eta = 1, Song et al. 2021 Eq. 16); ``ddim`` uses ``eta``;
+        ``dpmpp_2m`` is DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2) on the same respaced timesteps.
         """
         cfg, dev = self.config, self.device
 
@@ -297,6 +299,12 @@ class VIDM(Generator):
             for t in reversed(range(cfg.num_timesteps)):
                 eps = eps_fn(z, torch.full((b,), t, dtype=torch.long, device=dev))
                 z = ddpm_step(self.schedule, z, eps, t, noise=noise_fn() if t > 0 else None)
+            return z
+        if sampler == "dpmpp_2m":
+            pairs = timestep_pairs(cfg.num_timesteps, steps)
+            solver = DPMSolverPP2M(self.schedule, pairs=pairs)
+            for t, t_prev in pairs:
+                z = solver.step(z, eps_fn(z, torch.full((b,), t, dtype=torch.long, device=dev)), t, t_prev)
             return z
         if sampler == "ddpm":
             eta = 1.0
@@ -321,7 +329,7 @@ class VIDM(Generator):
         code z = v(x(0), x(n-1)) is computed once and a full reverse diffusion of the motion generator makes
         x(n). The cost is ``frames * steps`` denoiser calls per clip: it grows with N x steps.
 
-        Controls: ``frames`` (any length up to ``max_frames``), ``sampler`` (``ddim`` or ``ddpm``), ``steps``,
+        Controls: ``frames`` (any length up to ``max_frames``), ``sampler`` (``ddim``, ``ddpm`` or ``dpmpp_2m``), ``steps``,
         ``eta`` (DDIM), ``batch_size``, ``labels`` (class-conditional models: one class, one per clip, or
         None = uniformly drawn). Randomness: from ``generator`` come the labels (if drawn) and one seed per
         clip; every noise tensor of a clip comes from its own seed, so clips do not depend on
@@ -338,7 +346,7 @@ class VIDM(Generator):
                              f" build the model with a larger max_frames for longer clips")
         sampler = cfg.sampler if sampler is None else sampler
         steps = self._resolve_steps(sampler, steps)
-        eta = check_eta(cfg.ddim_eta if eta is None else eta)
+        eta = resolve_eta(sampler, eta, cfg.ddim_eta)
         batch_size = min(n, 32) if batch_size is None else batch_size
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -208,3 +208,31 @@ def test_bf16_training_tiny(tmp_path):
         assert r["speedup_bf16"] > 0 and all(math.isfinite(v) for v in r["first_loss"].values())
     assert isinstance(res["machine"]["cpu_bf16_native"], bool)
     assert json.loads((tmp_path / "bf16.json").read_text())["benchmark"] == "bf16_training"
+
+
+def test_protocol_estimate_scales_measured_cost_by_counted_flops(tmp_path):
+    from vfbench.bench import ProtocolConfig, format_protocol, protocol_estimate
+    from vfbench.errors import UsageError
+
+    cfg = ProtocolConfig(generators=("vdm", "videofusion"), preset="tiny", frames=4, size=16, measure_size=8,
+                         num=10, batch=1, repeats=1, i3d_clips=0, gpu_tflops=1.0)
+    res = roundtrip(protocol_estimate(cfg), tmp_path)
+    for name in ("vdm", "videofusion"):
+        g = res["generators"][name]
+        # 2x the frame size: convolutions 4x the FLOPs, attention a little more (counted: 4.32x)
+        assert 4.0 < g["flops_scale_to_size"] < 5.0, g
+        assert g["steps"] == 50 and g["sampler"] == "ddim"
+        assert g["cpu_sampling_hours"] == pytest.approx(g["measured_s_per_clip_step"] * g["flops_scale_to_size"] * 50 * 10 / 3600)
+        assert g["gpu_sampling_hours_from_flops"] == pytest.approx(g["gflops_per_clip_step_at_size"] * 1e9 * 50 * 10 / 1e12 / 3600)
+    assert res["fvd_kvd"] is None and "vdm" in format_protocol(res)
+    with pytest.raises(UsageError, match="--generators"):
+        ProtocolConfig(generators=("sora",)).check()
+
+
+def test_bf16_sampling_benchmark_runs_both_precisions(tmp_path):
+    mod = load_script("bf16_sampling")
+    res = roundtrip(mod.run(("videofusion",), preset="tiny", frames=4, size=8, steps=1, repeats=1), tmp_path)
+    g = res["generators"]["videofusion"]
+    assert len(g["times"]["fp32"]) == len(g["times"]["bf16"]) == 1
+    assert g["bf16_over_fp32"] == pytest.approx(g["bf16_s"] / g["fp32_s"])
+    assert isinstance(res["cpu_bf16_native"], bool) and "videofusion" in mod.table(res)

@@ -167,3 +167,32 @@ def test_create_run_refuses_to_clobber(tmp_path):
         create_run(store, "r", "toy-test", ToyConfig(width=8), {"name": "toyclips"}, cfg(steps=4), resume=True)
     create_run(store, "r", "toy-test", ToyConfig(width=8), {"name": "toyclips"}, cfg(steps=4), force=True)
     assert json.loads((store.run_dir("r") / "config.json").read_text())["generator_config"]["width"] == 8
+
+
+def test_sampling_precision_autocasts_the_generator_and_is_recorded(trained_run, monkeypatch):
+    import vfbench.training as training
+
+    _, run = trained_run
+    seen = []
+    orig = ToyGen.sample
+
+    def recording(self, n, **kw):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return orig(self, n, **kw)
+
+    monkeypatch.setattr(ToyGen, "sample", recording)
+    out = sample_run(run, num=2, seed=0, batch_size=2, progress=False, preview=False, precision="bf16")
+    assert out.name.endswith("-bf16") and json.loads((out / "manifest.json").read_text())["precision"] == "bf16"
+    assert seen == [(True, torch.bfloat16)]
+    # fp32 is the default and leaves the manifest as it always was (no precision key)
+    seen.clear()
+    out = sample_run(run, num=2, seed=0, batch_size=2, progress=False, preview=False, tag="p32")
+    assert seen[0][0] is False and "precision" not in json.loads((out / "manifest.json").read_text())
+    # auto: bf16 only on a CPU with native bf16 (AMX-BF16 / AVX512-BF16)
+    for native, want in ((False, "fp32"), (True, "bf16")):
+        monkeypatch.setattr(training, "cpu_bf16_native", lambda: native)
+        seen.clear()
+        sample_run(run, num=2, seed=0, batch_size=2, progress=False, preview=False, precision="auto", tag=f"auto{want}")
+        assert seen[0][0] is (want == "bf16")
+    with pytest.raises(UsageError, match="fp16 needs a GPU"):
+        sample_run(run, num=2, seed=0, batch_size=2, progress=False, preview=False, precision="fp16", device="cpu")

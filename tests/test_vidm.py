@@ -266,7 +266,7 @@ def test_full_ddpm_sampler_runs():
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(frames=8), "frames must be an integer in \\[1, 4\\]"),
-    (dict(sampler="euler"), "sampler must be 'ddim' or 'ddpm'"),
+    (dict(sampler="euler"), "sampler must be one of ddim, ddpm, dpmpp_2m"),
     (dict(steps=0), "steps must be an integer"),
     (dict(batch_size=0), "batch_size must be a positive integer"),
     (dict(step=3), "did you mean 'steps'"),

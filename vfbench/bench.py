@@ -726,3 +726,172 @@ def format_efficiency(res: Dict[str, Any]) -> str:
 __all__ = ["strict_json", "EfficiencyConfig", "efficiency", "format_efficiency", "analytic_costs", "LiveTensorBytes", "count_flops",
            "peak_bytes", "interleaved_times", "summarize", "matmul_flops_per_s", "machine_info", "write_result",
            "format_table", "default_out", "PAPER_TABLE4", "VARIANTS", "build_models"]
+
+
+# -- the paper protocol's wall time ---------------------------------------------------------------
+
+PROTOCOL_GENERATORS = ("vdm", "videofusion", "vidm")
+
+
+@dataclass
+class ProtocolConfig:
+    """``vfbench bench protocol``: how long the paper protocol (``num`` generated clips of
+    ``frames x size x size`` per generator, then I3D FVD/KVD against ``num`` real clips) takes here."""
+
+    generators: Sequence[str] = PROTOCOL_GENERATORS
+    preset: str = "paper"
+    frames: int = 16
+    size: int = 128
+    num: int = 2048
+    measure_size: int = 32  # the clip size the per-step cost is measured at (scaled to ``size`` by counted FLOPs)
+    batch: int = 4  # clips per measured sampling call
+    sampler: Optional[str] = None  # None: each generator's own (its config's sampler and sampling_steps)
+    steps: Optional[int] = None
+    repeats: int = 2
+    i3d_clips: int = 2
+    gpu_tflops: float = 100.0  # achieved (not peak) TFLOP/s assumed for the FLOP-based GPU estimate
+    threads: int = 1
+    seed: int = 0
+
+    def check(self) -> "ProtocolConfig":
+        from vfbench.diffusion import check_sampler
+        from vfbench.nets.unet import unet_preset_names
+
+        for name in ("frames", "size", "num", "measure_size", "batch", "repeats"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise UsageError(f"--{name.replace('_', '-')} must be a positive integer, got {v!r}")
+        if isinstance(self.i3d_clips, bool) or not isinstance(self.i3d_clips, int) or self.i3d_clips < 0:
+            raise UsageError(f"--i3d-clips must be a whole number >= 0 (0 skips the FVD/KVD part), got {self.i3d_clips!r}")
+        if self.preset not in unet_preset_names():
+            raise UsageError(f"--preset must be one of {', '.join(unet_preset_names())}, got {self.preset!r}")
+        unknown = [g for g in self.generators if g not in PROTOCOL_GENERATORS]
+        if unknown or not self.generators:
+            raise UsageError(f"--generators must name some of {', '.join(PROTOCOL_GENERATORS)}, got "
+                             f"{', '.join(self.generators) or 'none'}")
+        if self.sampler is not None:
+            check_sampler(self.sampler)
+        if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1):
+            raise UsageError(f"--steps must be a positive integer, got {self.steps!r}")
+        if not (self.gpu_tflops > 0 and math.isfinite(self.gpu_tflops)):
+            raise UsageError(f"--gpu-tflops must be a positive number (achieved TFLOP/s of the GPU), got {self.gpu_tflops!r}")
+        return self
+
+
+def _protocol_model(name: str, preset: str, frames: int, size: int):
+    from vfbench.registry import GENERATORS
+
+    cls = GENERATORS.get(name)
+    return cls(cls.config_for(preset, frames, size)).eval()
+
+
+def _unet_flops_ratio(name: str, preset: str, frames: int, size: int, measure_size: int) -> Optional[float]:
+    """FLOPs of one denoiser call at ``size`` over those at ``measure_size`` (meta device, counted), for the
+    generators ``_meta_denoiser`` builds; None for the others."""
+    if name not in VARIANTS:
+        return None
+    big = count_flops(_meta_denoiser(name, preset, frames, size, 1)[0])
+    small = count_flops(_meta_denoiser(name, preset, frames, measure_size, 1)[0])
+    return big / small
+
+
+def protocol_estimate(cfg: Optional[ProtocolConfig] = None, progress: Callable[[str], None] = lambda s: None
+                      ) -> Dict[str, Any]:
+    """Measured per-step sampling cost of each generator and I3D's per-clip cost on this machine, turned into
+    the wall time of the paper protocol (module doc of ``vfbench.cli.bench``; README "benchmarks")."""
+    cfg = (cfg or ProtocolConfig()).check()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    res: Dict[str, Any] = {"config": asdict(cfg), "machine": machine_info(), "generators": {}}
+    res["config"]["generators"] = list(cfg.generators)
+    for name in cfg.generators:
+        progress(f"{name}: per-step cost at {cfg.frames}x{cfg.measure_size}x{cfg.measure_size}, preset {cfg.preset}")
+        torch.manual_seed(cfg.seed)
+        model = _protocol_model(name, cfg.preset, cfg.frames, cfg.measure_size)
+        mc = model.config
+        sampler = cfg.sampler or mc.sampler
+        steps = cfg.steps or mc.sampling_steps
+        nfe = model.network_evaluations(steps=steps, sampler=sampler) if hasattr(model, "network_evaluations") else steps
+        measure_steps = 2
+
+        def draw():
+            with torch.inference_mode():
+                return model.sample(cfg.batch, torch.Generator().manual_seed(cfg.seed), steps=measure_steps,
+                                    sampler="ddim", eta=0.0)
+
+        times = interleaved_times({name: draw}, repeats=cfg.repeats, warmup=1)[name]
+        per_clip_step = statistics.median(times) / (cfg.batch * measure_steps)
+        flops_small = count_flops(lambda: model.sample(1, torch.Generator().manual_seed(0), steps=1,
+                                                       sampler="ddim", eta=0.0))
+        scale = _unet_flops_ratio(name, cfg.preset, cfg.frames, cfg.size, cfg.measure_size)
+        how = "counted (meta device) at both sizes"
+        if scale is None:  # convolutions scale with the pixel count; stated, not counted
+            scale = (cfg.size / cfg.measure_size) ** 2
+            how = "pixel-count scaling (convolutions; attention grows faster)"
+        flops_clip_step = flops_small * scale
+        cpu_s = per_clip_step * scale * steps * cfg.num
+        res["generators"][name] = {
+            "sampler": sampler, "steps": steps, "network_evaluations_per_clip": nfe,
+            "measured_s_per_clip_step": per_clip_step, "measured_times_s": times,
+            "measured_gflops_per_clip_step": flops_small / 1e9, "achieved_gflops_per_s": flops_small / per_clip_step / 1e9,
+            "flops_scale_to_size": scale, "flops_scale_method": how,
+            "gflops_per_clip_step_at_size": flops_clip_step / 1e9,
+            "cpu_sampling_hours": cpu_s / 3600,
+            "gpu_sampling_hours_from_flops": flops_clip_step * steps * cfg.num / (cfg.gpu_tflops * 1e12) / 3600,
+        }
+        del model
+    res["gpu_note"] = (f"GPU: no GPU here; counted FLOPs / {cfg.gpu_tflops:g} TFLOP/s achieved (an assumption, "
+                       "--gpu-tflops), not a measurement" if not torch.cuda.is_available() else
+                       f"GPU present ({torch.cuda.get_device_name(0)}) but not measured: rerun the sampling on it")
+    res["fvd_kvd"] = None
+    if cfg.i3d_clips:
+        res["fvd_kvd"] = _i3d_cost(cfg, progress)
+    return res
+
+
+def _i3d_cost(cfg: ProtocolConfig, progress) -> Dict[str, Any]:
+    progress(f"I3D: per-clip cost at {cfg.frames}x224x224 (random weights: the speed does not depend on them)")
+    from vfbench.metrics.i3d import I3D
+    from vfbench.metrics.i3d_fused import FusedI3D, preprocess_ndhwc
+
+    torch.manual_seed(cfg.seed)
+    i3d = FusedI3D(I3D())
+    clips = torch.randint(0, 256, (cfg.i3d_clips, cfg.frames, 3, cfg.size, cfg.size), dtype=torch.uint8,
+                          generator=torch.Generator().manual_seed(cfg.seed))
+
+    def extract():
+        with torch.inference_mode():
+            return i3d(preprocess_ndhwc(clips))
+
+    i3d_times = interleaved_times({"i3d": extract}, repeats=cfg.repeats, warmup=1)["i3d"]
+    i3d_per_clip = statistics.median(i3d_times) / cfg.i3d_clips
+    i3d_flops = count_flops(extract) / cfg.i3d_clips
+    eval_clips = 2 * cfg.num  # generated + real (the real statistics are cached after the first evaluation)
+    return {"measured_s_per_clip": i3d_per_clip, "measured_times_s": i3d_times, "gflops_per_clip": i3d_flops / 1e9,
+                      "clips": eval_clips, "cpu_hours": i3d_per_clip * eval_clips / 3600,
+                      "cpu_hours_cached_real": i3d_per_clip * cfg.num / 3600,
+                      "gpu_hours_from_flops": i3d_flops * eval_clips / (cfg.gpu_tflops * 1e12) / 3600,
+                      "note": "I3D features of the generated and the real clips; KVD and FVD share them (the "
+                              "statistics are negligible)"}
+
+
+def format_protocol(res: Dict[str, Any]) -> str:
+    c = res["config"]
+    f = res["fvd_kvd"] or {"cpu_hours": float("nan"), "gpu_hours_from_flops": float("nan")}
+    rows = []
+    for name, g in res["generators"].items():
+        rows.append([name, f"{g['sampler']} {g['steps']}", g["network_evaluations_per_clip"],
+                     g["measured_s_per_clip_step"], g["achieved_gflops_per_s"], g["gflops_per_clip_step_at_size"],
+                     g["cpu_sampling_hours"], g["cpu_sampling_hours"] + f["cpu_hours"],
+                     g["gpu_sampling_hours_from_flops"] + f["gpu_hours_from_flops"]])
+    head = ["generator", "sampler", "NFE / clip", f"s / clip-step @{c['measure_size']}", "GFLOP/s achieved",
+            f"GFLOPs / clip-step @{c['size']}", f"CPU h: {c['num']} samples", "CPU h: + FVD/KVD",
+            "GPU h (FLOPs): all"]
+    lines = [f"paper protocol: {c['num']} clips of {c['frames']}x{c['size']}x{c['size']} per generator, preset "
+             f"{c['preset']}, {c['threads']} CPU thread(s); per-step cost measured at {c['measure_size']}x"
+             f"{c['measure_size']} (batch {c['batch']}) and scaled by counted FLOPs",
+             format_table(rows, head),
+             "FVD/KVD: not measured (--i3d-clips 0)" if res["fvd_kvd"] is None else f"FVD/KVD: I3D {f['measured_s_per_clip']:.2f} s/clip ({f['gflops_per_clip']:.0f} GFLOPs) x {f['clips']} clips"
+             f" = {f['cpu_hours']:.2f} CPU h ({f['cpu_hours_cached_real']:.2f} h with the real statistics cached)",
+             res["gpu_note"]]
+    return "\n".join(lines)

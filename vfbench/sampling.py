@@ -34,7 +34,8 @@ SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
 _TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,127}$")
 # What must match for a resumed sampling call to reuse existing shards.
 _IDENTITY_KEYS = ("generator", "run", "num", "seed", "shard_size", "shards", "checkpoint_step", "weights", "controls",
-                  "length")
+                  "length", "precision")
+SAMPLE_PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 def shard_name(i: int) -> str:
@@ -139,18 +140,51 @@ def check_controls(gen: Any, controls: Dict[str, Any], long: bool) -> None:
                                                                      sorted(names | set(CONTROL_ALIASES))))
 
 
-def default_tag(step: int, seed: int, num: int, ema: bool, length: Optional[int] = None) -> str:
-    return f"step{step}-seed{seed}-n{num}" + ("" if ema else "-raw") + ("" if length is None else f"-len{length}")
+def default_tag(step: int, seed: int, num: int, ema: bool, length: Optional[int] = None,
+                precision: str = "fp32") -> str:
+    return (f"step{step}-seed{seed}-n{num}" + ("" if ema else "-raw") + ("" if length is None else f"-len{length}")
+            + ("" if precision == "fp32" else f"-{precision}"))
+
+
+def sampling_precision(precision: str, device: torch.device) -> str:
+    """The precision a sampling call runs in: ``auto`` is ``bf16`` where it is native (a GPU with bf16, a CPU
+    with AMX-BF16 / AVX512-BF16; ``vfbench.training.auto_precision``), else ``fp32``; ``fp16`` is a GPU
+    feature (refused on a CPU)."""
+    from vfbench.training import auto_precision
+
+    if precision not in SAMPLE_PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(SAMPLE_PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return auto_precision(device)
+    if precision == "fp16" and device.type != "cuda":
+        raise UsageError("--precision fp16 needs a GPU; on a CPU use bf16 (fast only with AMX-BF16 / AVX512-BF16) "
+                         "or fp32")
+    return precision
+
+
+def precision_context(precision: str, device: torch.device):
+    """Autocast of the generator's networks for ``precision`` (``bf16`` / ``fp16``), or nothing for ``fp32``.
+    Only the denoisers run in it: the diffusion updates compute in float32 whatever the network's output
+    dtype (``vfbench.diffusion``), and metrics' extractors never run under it (they read uint8 shards)."""
+    import contextlib
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
 def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 16, tag: Optional[str] = None,
                *, ema: bool = True, checkpoint: Any = None, device: str = "auto", force: bool = False,
-               progress: bool = True, preview: bool = True, length: Optional[int] = None, **controls) -> Path:
+               progress: bool = True, preview: bool = True, length: Optional[int] = None, precision: str = "fp32",
+               **controls) -> Path:
     """Draw ``num`` clips from a run into ``samples/<tag>/`` (resumable); returns that folder.
 
     ``batch_size`` is also the shard size. ``controls`` go to ``generator.sample`` (e.g. guidance)
     and are part of the manifest. ``length``: clips of that many frames from ``generator.sample_long``
     (generators that cannot extend videos refuse); recorded in the manifest and the default tag.
+    ``precision``: ``fp32`` (default), ``bf16`` (autocast of the denoisers, GPU or CPU), ``fp16`` (GPU), or
+    ``auto`` (bf16 where native, else fp32; ``sampling_precision``); the resolved precision is recorded
+    in the manifest and, when not fp32, in the default tag (``-bf16``).
     """
     from vfbench.distributed import barrier, dist_info, init_distributed
     from vfbench.runs import load_run
@@ -170,10 +204,11 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
     wants_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     info = init_distributed(torch.device("cuda" if wants_cuda else "cpu")) if dist_info().enabled else dist_info()
     dev = resolve_device(device, info.local_rank)
+    precision = sampling_precision(precision, dev)
     controls = normalise_controls(controls)
     gen, run_cfg = load_run(run_dir, ema=ema, checkpoint=checkpoint, device=dev)
     check_controls(gen, controls, long=length is not None)
-    tag = tag or default_tag(run_cfg["step"], seed, num, ema, length)
+    tag = tag or default_tag(run_cfg["step"], seed, num, ema, length, precision)
     if not _TAG_RE.match(tag):
         raise UsageError(f"--tag {tag!r} is not valid: use letters, digits and . _ = + - (at most 128)")
     out = run_dir / "samples" / tag
@@ -186,6 +221,8 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
     }
     if length is not None:  # absent for plain requests, so their manifests stay as they were
         manifest["length"] = length
+    if precision != "fp32":  # likewise: absent means fp32
+        manifest["precision"] = precision
     mpath = out / "manifest.json"
     fresh = not out.exists()  # this call creates the folder (removed again if the very first draw is refused)
     if mpath.is_file():
@@ -216,7 +253,7 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
     try:
         for i in todo:
             g = torch.Generator(device=dev).manual_seed(derive_seed(seed, "shard", i))
-            with torch.no_grad():
+            with torch.no_grad(), precision_context(precision, dev):
                 if length is None:
                     x = gen.sample(counts[i], generator=g, **controls)
                 else:

@@ -88,3 +88,40 @@ def analytic_cmd(
              a["videofusion"]["inference_bytes"] / gib, a["inference_bytes_ratio"]]]
     typer.echo(f"preset {preset}, {frames}x{size}x{size}, batch {batch} (meta device, nothing run)")
     typer.echo(format_table(rows, ["", "VDM", "VideoFusion", "VF / VDM"]))
+
+
+@bench_app.command("protocol")
+def protocol_cmd(
+    generators: str = typer.Option(",".join(("vdm", "videofusion", "vidm")), "--generators",
+                                   help="comma-separated generators to estimate"),
+    preset: str = typer.Option("paper", "--preset", help="U-Net preset (tiny, small, paper)"),
+    frames: int = typer.Option(16, "--frames", help="frames per clip"),
+    size: int = typer.Option(128, "--size", help="frame size of the protocol"),
+    num: int = typer.Option(2048, "--num", help="generated clips per generator (and real clips)"),
+    measure_size: int = typer.Option(32, "--measure-size",
+                                     help="frame size the per-step cost is measured at (scaled to --size by counted FLOPs)"),
+    batch: int = typer.Option(4, "--batch", help="clips per measured sampling call"),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddim, ddpm or dpmpp_2m",
+                                          show_default="each generator's own"),
+    steps: Optional[int] = typer.Option(None, "--steps", help="sampling steps", show_default="each generator's own"),
+    repeats: int = typer.Option(2, "--repeats", help="timed repeats (medians)"),
+    i3d_clips: int = typer.Option(2, "--i3d-clips", help="clips of the I3D timing (0 skips FVD/KVD)"),
+    gpu_tflops: float = typer.Option(100.0, "--gpu-tflops",
+                                     help="achieved TFLOP/s assumed for the GPU estimate from counted FLOPs"),
+    threads: int = typer.Option(1, "--threads", help="CPU threads (0: torch's default)"),
+    out: Optional[str] = typer.Option(None, "--out", help="JSON result", show_default="<results>/bench/protocol.json"),
+):
+    """Wall time of the paper protocol (2048 samples + I3D FVD/KVD per generator) from measured per-step costs.
+
+    Example: vfbench bench protocol --preset paper --size 128 --measure-size 32
+    """
+    from vfbench.bench import ProtocolConfig, default_out, format_protocol, protocol_estimate, write_result
+
+    cfg = ProtocolConfig(generators=tuple(g.strip() for g in generators.split(",") if g.strip()), preset=preset,
+                         frames=frames, size=size, num=num, measure_size=measure_size, batch=batch, sampler=sampler,
+                         steps=steps, repeats=repeats, i3d_clips=i3d_clips, gpu_tflops=gpu_tflops, threads=threads)
+    res = protocol_estimate(cfg, progress=lambda msg: typer.echo(f"... {msg}", err=True))
+    typer.echo(format_protocol(res))
+    path = out or default_out("protocol")
+    write_result(path, res)
+    typer.echo(f"result: {path}")

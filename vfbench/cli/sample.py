@@ -46,6 +46,10 @@ def sample_cmd(
         None, "--sampling-steps", show_default="the run's sampling_steps",
         help="DDIM steps (the same as --control steps=N or sampling_steps=N)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast of the denoisers; fast on GPUs and on"
+                                  " CPUs with AMX-BF16 / AVX512-BF16, many times slower elsewhere), fp16 (GPU only) or auto"
+                                  " (bf16 where it is native, else fp32). Recorded in the manifest; not fp32 adds -bf16 to"
+                                  " the default tag."),
     force: bool = typer.Option(False, "--force", help="Delete samples of a different request under the same tag."),
     no_preview: bool = typer.Option(False, "--no-preview", help="Skip preview.gif."),
     results: Optional[Path] = typer.Option(None, "--results", help="Results directory", show_default='./vfbench-results or VFBENCH_HOME'),
@@ -78,5 +82,5 @@ def sample_cmd(
         raise UsageError("the clip length is not a sampling control; pass --length L instead of --control length=L")
     out = sample_run(run_dir, num=num, seed=seed, batch_size=batch_size, tag=tag, ema=not raw,
                      checkpoint=checkpoint, device=device, force=force, progress=progress,
-                     preview=not no_preview, length=length, **controls)
+                     preview=not no_preview, length=length, precision=precision, **controls)
     typer.echo(str(out))
