@@ -13,7 +13,7 @@ point were drawn.
 Each finished point is appended to the JSON ``--out`` at once (atomically), so a run cut short keeps the
 points it finished; a point already in ``--out`` is skipped (resume).
 
-    python benchmarks/sampler_nfe.py --run /work/ref/runs/ref-vf-temporal --num 64 \\
+    python benchmarks/sampler_nfe.py --run vfbench-results/runs/ref-vf-temporal --num 64 \\
         --points ddim:10:0,ddim:20:0,ddim:50:0,ddim:100:0,dpmpp_2m:10:0 --real-sets 4 --out nfe-vf.json \\
         --work /tmp/nfe
 """

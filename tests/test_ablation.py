@@ -276,15 +276,16 @@ def test_demo_quick_plumbing(tmp_path, fakes, capsys, monkeypatch):
     out = capsys.readouterr().out
     report = Path(out.strip().splitlines()[-1].split("report: ", 1)[1])
     assert report.is_file() and report.parent == tmp_path / "reports"
-    assert sorted(fakes.calls["train"]) == ["demo-quick-lambda-0.25-shapes-s0",
-                                            "demo-quick-vdm-shapes-s0", "demo-quick-videofusion-shapes-s0",
-                                            "demo-quick-vidm-shapes-s0"]
+    assert sorted(fakes.calls["train"]) == ["demo-quick-vdm-shapes-s0", "demo-quick-videofusion-shapes-s0",
+                                            "demo-quick-vidm-shapes-s0"]  # no lambda ablation unless asked
     assert scored == ["demo-quick-videofusion-shapes-s0"]
     plan = json.loads((tmp_path / "runs" / "demo-quick-vidm-shapes-s0" / "plan.json").read_text())["plan"]
     assert plan["preset"] == "tiny" and plan["generator_overrides"] == {"sampling_steps": 4}
     assert {m for _, m in fakes.calls["evaluate"]} == {"fvd_shapes8", "kvd_shapes8", "is_shapes8"}
     assert _cli(["demo", "--quick", "--results", str(tmp_path), "--no-progress"]) == 0
-    assert len(fakes.calls["train"]) == 4 and len(fakes.calls["sample"]) == 4   # resumed: nothing redone
+    assert len(fakes.calls["train"]) == 3 and len(fakes.calls["sample"]) == 3   # resumed: nothing redone
+    assert _cli(["demo", "--quick", "--lambdas", "0.25", "--results", str(tmp_path), "--no-progress"]) == 0
+    assert fakes.calls["train"][-1] == "demo-quick-lambda-0.25-shapes-s0" and len(fakes.calls["train"]) == 4
 
 
 # -- the real thing ------------------------------------------------------------------------------------
@@ -305,7 +306,8 @@ def test_demo_quick_end_to_end(tmp_path):
     import sys
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "VFBENCH_CACHE": str(tmp_path / "cache")}
-    cmd = [sys.executable, "-m", "vfbench", "demo", "--quick", "--results", str(tmp_path / "res"), "--no-progress"]
+    cmd = [sys.executable, "-m", "vfbench", "demo", "--quick", "--lambdas", "0.25", "--results", str(tmp_path / "res"),
+           "--no-progress"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     report = Path(out.stdout.strip().splitlines()[-1].split("report: ", 1)[1])

@@ -21,17 +21,17 @@ def demo_cmd(
     size: Optional[int] = typer.Option(None, "--size", help="frame size in pixels", show_default='16'),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", show_default='64; quick 8', help="generated clips per run (default 64; quick 8); fewer than 256 renames the metrics"),
     sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="DDIM steps when sampling", show_default='10; quick 4'),
-    lambdas: Optional[str] = typer.Option(None, "--lambdas", help="lambda values of the short ablation (the compare table's VideoFusion is lambda 0.5)", show_default='0.25'),
+    lambdas: Optional[str] = typer.Option(None, "--lambdas", help="also run a lambda ablation with these values, e.g. 0.25 (~2 min each; the compare table's VideoFusion is lambda 0.5)", show_default='none'),
     lr: Optional[float] = typer.Option(None, "--lr", help="learning rate of every run", show_default='2e-3'),
     pretrain_steps: Optional[int] = typer.Option(None, "--pretrain-steps", show_default='1000; quick 10', help="image-DPM pretraining steps of VideoFusion's base (shared by its runs)"),
     results: Optional[str] = typer.Option(None, "--results", help="results directory", show_default='$VFBENCH_HOME or ./vfbench-results'),
     config: Optional[str] = typer.Option(None, "--config", show_default='none', help="YAML/TOML/JSON file with any of these options"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="show progress bars"),
 ):
-    """Train small VideoFusion, VDM and VIDM on shapes, score them (mini protocol), run a short
-    lambda ablation, and write the HTML report (prints its path). Rerun to resume.
+    """Pretrain VideoFusion's base, train small VideoFusion, VDM and VIDM on shapes, score them (mini
+    protocol) and write the HTML report (prints its path); --lambdas adds a lambda ablation. Rerun to resume.
 
-    Example: vfbench demo --quick
+    Example: vfbench demo --quick --lambdas 0.25
     """
     from vfbench.ablation import DemoConfig, run_demo
     from vfbench.config import resolve
