@@ -367,7 +367,7 @@ max-width:560px}.card.wide{max-width:780px}.card img{image-rendering:pixelated;m
 img.plot{max-width:100%;border:1px solid #eef0f2}
 .warn{background:#fdecea;border-left:4px solid #d93025;padding:6px 10px;font-size:13px}
 .scroll{max-width:100%;overflow-x:auto;-webkit-overflow-scrolling:touch}
-img{max-width:100%;height:auto}code{overflow-wrap:anywhere}
+img{max-width:100%;height:auto}code{overflow-wrap:anywhere}.scroll td code,.scroll th code{white-space:nowrap;overflow-wrap:normal}
 @media (max-width:600px){body{margin:12px auto;padding:0 8px}.cards{gap:8px}.card{max-width:100%;padding:4px}
 h1{font-size:1.3em}}
 """
