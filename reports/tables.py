@@ -264,8 +264,11 @@ def _notes(spec, plans, used, cols, protocol, dataset, cells) -> List[str]:
         if any(c.std is not None for row in cells for c in row):
             notes.append("± is the metric's own spread over its evaluation trials (one seed per variant).")
         if seeds == 1:
-            noise = (" (two disjoint sets of real shapes clips at 16x16 score FVD 73 and 85 with 64 clips, 41 and 53"
-                     " with 256: differences under ~15 are within noise there)" if str(dataset) == "shapes" else "")
+            # measured with the shapes metrics' version 2 (clips scored at their own size): real test clips
+            # against the train reference; 32x32 gives the same (43.5/43.5 and 11.7/12.8)
+            noise = (" (two disjoint sets of real shapes clips at 16x16 score FVD 45 and 44 with 64 clips, 12 and 12"
+                     " with 256, and a second sample seed moved a generator's FVD by ~11 at 64 clips: differences"
+                     " under ~15 are within noise there)" if str(dataset) == "shapes" else "")
             notes.append("One training seed per row: no seed-to-seed spread was measured, so a difference is a trend,"
                          f" not a result, unless it is larger than the metric's sampling noise{noise};"
                          " --seeds 3 gives mean ± std.")
