@@ -81,7 +81,7 @@ def tf_embeddings(real, fake, module: str, *, batch_size: int = 16, python: Opti
                   timeout: Optional[float] = None) -> Dict[str, np.ndarray]:
     """I3D embeddings of uint8 clips ``[B, T, C, H, W]`` computed by TensorFlow in a child process."""
     if not module:
-        raise UsageError("--tf-module is required: give a local TF-Hub I3D module directory or a TF-Hub handle")
+        raise UsageError("tf_embeddings needs a tf-module: give a local TF-Hub I3D module directory or a TF-Hub handle")
     if batch_size <= 0:
         raise UsageError(f"--batch-size must be a positive number, got {batch_size!r}")
     with tempfile.TemporaryDirectory(prefix="vfbench-tf-") as work:

@@ -45,9 +45,9 @@ def evaluate_disentanglement(run: str, store: Optional[ResultsStore] = None, *, 
     from vfbench.metrics.shapes_net import ShapesNetExtractor
     from vfbench.runs import load_run
 
-    check_positive("--groups", groups)
+    check_positive("groups (evaluate_disentanglement)", groups)
     if per_group < 2:
-        raise UsageError(f"--per-group must be at least 2 (pairs of clips are compared), got {per_group}")
+        raise UsageError(f"per_group (evaluate_disentanglement) must be at least 2 (pairs of clips are compared), got {per_group}")
     store = store or ResultsStore.open()
     run_dir = store.resolve_run(run)
     t0 = time.time()

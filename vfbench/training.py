@@ -80,7 +80,7 @@ class TrainConfig:
         check_range("--grad-clip (train.grad_clip, 0 disables)", self.grad_clip, 0, None)
         check_positive("--ckpt-every (train.ckpt_every)", self.ckpt_every)
         check_positive("--log-every (train.log_every)", self.log_every)
-        check_positive("--keep-checkpoints (train.keep_checkpoints)", self.keep_checkpoints)
+        check_positive("train.keep_checkpoints (a --config file setting)", self.keep_checkpoints)
         check_range("--num-workers (train.num_workers)", self.num_workers, 0, None)
         if self.precision not in PRECISIONS:
             raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
