@@ -169,3 +169,12 @@ def test_control_grid_rows_share_content():
     assert all((grid[r, c, k] == grid[r, 0, k]).all() for r in range(2) for c in range(3))
     assert not (grid[0, 0, k] == grid[1, 0, k]).all()
     assert not (grid[0, 0] == grid[0, 1]).all()      # other residual noise: other clip
+
+
+def test_screenshot_width_out_of_range_is_one_usage_error_before_any_work(tmp_path, capsys):
+    from helpers_reliability import cli_in_process
+
+    code, out, err = cli_in_process(capsys, "report", "--results", tmp_path, "--screenshot", tmp_path / "r.png",
+                                    "--screenshot-width", 100)
+    assert code == 2 and "--screenshot-width" in err and "[320, 4000]" in err and "Traceback" not in err
+    assert not (tmp_path / "reports").exists() and not (tmp_path / "r.png").exists()
