@@ -63,6 +63,11 @@ def main(argv=None) -> Dict[str, Any]:
     ap.add_argument("--real-sets", type=int, default=0,
                     help="also score this many disjoint sets of --num real test-split clips: the spread of the "
                          "metric at this clip count with no generator involved (the noise floor of the table)")
+    ap.add_argument("--memory-format", default="auto", help="the nets' layout (vfbench.runs.load_run): auto, contiguous,"
+                    " channels_last; float rounding only, recorded per point")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
+                    help="sample under bf16 autocast (vfbench.sampling.precision_context); a point's precision is"
+                         " part of its identity in --out")
     ap.add_argument("--work", required=True, help="folder for the sample shards and the results store")
     ap.add_argument("--out", required=True, help="JSON result (points appended as they finish)")
     args = ap.parse_args(argv)
@@ -74,7 +79,7 @@ def main(argv=None) -> Dict[str, Any]:
 
     work = Path(args.work)
     store = ResultsStore.open(work / "results")
-    gen, info = load_run(args.run)
+    gen, info = load_run(args.run, memory_format=args.memory_format)
     ds = info["dataset"]
     if ds.get("name") != "shapes":
         raise SystemExit(f"error: {args.run} was trained on {ds.get('name')!r}; this benchmark scores shapes runs "
@@ -98,18 +103,23 @@ def main(argv=None) -> Dict[str, Any]:
         result["real_test_sets"] = values
         atomic_write_json(out, result)
         print(json.dumps({"real_test_sets": values}), flush=True)
-    done = {(p["sampler"], p["steps"], p["seed"]) for p in result["points"]}
+    from vfbench.sampling import precision_context
+
+    done = {(p["sampler"], p["steps"], p["seed"], p.get("precision", "fp32")) for p in result["points"]}
     for sampler, steps, seed in parse_points(args.points):
-        if (sampler, steps, seed) in done:
+        if (sampler, steps, seed, args.precision) in done:
             continue
         t0 = time.perf_counter()
-        clips = gen.sample(args.num, torch.Generator().manual_seed(seed), sampler=sampler, steps=steps,
-                           batch_size=args.batch).numpy()
+        with torch.inference_mode(), precision_context(args.precision, torch.device("cpu")):
+            clips = gen.sample(args.num, torch.Generator().manual_seed(seed), sampler=sampler, steps=steps,
+                               batch_size=args.batch).numpy()
         seconds = time.perf_counter() - t0
-        fvd = fvd_of(clips, work / f"{Path(args.run).name}-{sampler}-{steps}-seed{seed}", dataset_ref,
+        suffix = "" if args.precision == "fp32" else f"-{args.precision}"
+        fvd = fvd_of(clips, work / f"{Path(args.run).name}-{sampler}-{steps}-seed{seed}{suffix}", dataset_ref,
                      args.num_real, store)
         point = {"sampler": sampler, "steps": steps, "nfe": steps, "seed": seed, "fvd": fvd,
-                 "sample_seconds": round(seconds, 1), "load": os.getloadavg()[0]}
+                 "sample_seconds": round(seconds, 1), "load": os.getloadavg()[0],
+                 "memory_format": info["memory_format"], "precision": args.precision}
         result["points"].append(point)
         atomic_write_json(out, result)
         print(json.dumps(point), flush=True)

@@ -221,9 +221,10 @@ def test_protocol_estimate_scales_measured_cost_by_counted_flops(tmp_path):
         g = res["generators"][name]
         # 2x the frame size: convolutions 4x the FLOPs, attention a little more (counted: 4.32x)
         assert 4.0 < g["flops_scale_to_size"] < 5.0, g
-        assert g["steps"] == 50 and g["sampler"] == "ddim"
-        assert g["cpu_sampling_hours"] == pytest.approx(g["measured_s_per_clip_step"] * g["flops_scale_to_size"] * 50 * 10 / 3600)
-        assert g["gpu_sampling_hours_from_flops"] == pytest.approx(g["gflops_per_clip_step_at_size"] * 1e9 * 50 * 10 / 1e12 / 3600)
+        # each generator's own default sampler (README "Samplers and the number of steps")
+        assert g["steps"] == 10 and g["sampler"] == "dpmpp_2m"
+        assert g["cpu_sampling_hours"] == pytest.approx(g["measured_s_per_clip_step"] * g["flops_scale_to_size"] * 10 * 10 / 3600)
+        assert g["gpu_sampling_hours_from_flops"] == pytest.approx(g["gflops_per_clip_step_at_size"] * 1e9 * 10 * 10 / 1e12 / 3600)
     assert res["fvd_kvd"] is None and "vdm" in format_protocol(res)
     with pytest.raises(UsageError, match="--generators"):
         ProtocolConfig(generators=("sora",)).check()
@@ -236,3 +237,16 @@ def test_bf16_sampling_benchmark_runs_both_precisions(tmp_path):
     assert len(g["times"]["fp32"]) == len(g["times"]["bf16"]) == 1
     assert g["bf16_over_fp32"] == pytest.approx(g["bf16_s"] / g["fp32_s"])
     assert isinstance(res["cpu_bf16_native"], bool) and "videofusion" in mod.table(res)
+
+
+def test_channels_last_benchmark_compares_both_formats_on_the_same_weights(tmp_path):
+    mod = load_script("channels_last")
+    res = roundtrip(mod.run(preset="tiny", frames=4, size=8, batch=2, repeats=1, train=True), tmp_path)
+    for name in ("vdm", "videofusion"):
+        g = res["generators"][name]
+        assert set(g["denoise_s"]) == {"nchw", "channels_last"}
+        assert g["denoise_ratio"] == pytest.approx(g["denoise_s"]["channels_last"] / g["denoise_s"]["nchw"])
+        assert 0 <= g["max_abs_diff"] < 1e-4  # same model: float rounding only
+        assert g["train_ratio"] > 0
+    assert res["vf_over_vdm"]["nchw"] == pytest.approx(res["generators"]["videofusion"]["denoise_s"]["nchw"]
+                                                      / res["generators"]["vdm"]["denoise_s"]["nchw"])

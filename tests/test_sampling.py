@@ -196,3 +196,22 @@ def test_sampling_precision_autocasts_the_generator_and_is_recorded(trained_run,
         assert seen[0][0] is (want == "bf16")
     with pytest.raises(UsageError, match="fp16 needs a GPU"):
         sample_run(run, num=2, seed=0, batch_size=2, progress=False, preview=False, precision="fp16", device="cpu")
+
+
+def test_memory_format_is_applied_and_recorded(trained_run, monkeypatch):
+    """``auto`` is channels-last on a CPU: the loaded nets' 4-D weights are NHWC and the manifest says so;
+    ``contiguous`` leaves them NCHW; the format is not part of the request, so a set resumes across it."""
+    _, run = trained_run
+    gen, info = load_run(run, memory_format="auto")
+    convs = [p for p in gen.parameters() if p.dim() == 4]
+    assert info["memory_format"] == "channels_last"
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    gen, info = load_run(run, memory_format="contiguous")
+    assert info["memory_format"] == "contiguous" and all(p.is_contiguous() for p in gen.parameters())
+    out = sample_run(run, num=2, seed=0, batch_size=2, progress=False, preview=False, tag="mf")
+    assert json.loads((out / "manifest.json").read_text())["memory_format"] == "channels_last"
+    out = sample_run(run, num=2, seed=0, batch_size=2, progress=False, preview=False, tag="mf",
+                     memory_format="contiguous")
+    assert json.loads((out / "manifest.json").read_text())["memory_format"] == "contiguous"
+    with pytest.raises(UsageError, match="--memory-format must be one of auto, contiguous, channels_last"):
+        sample_run(run, num=2, seed=0, batch_size=2, progress=False, preview=False, memory_format="nhwc")

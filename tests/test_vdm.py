@@ -33,7 +33,8 @@ def test_registered_and_uses_videofusion_base_widths():
     base = unet_preset("small", "base")
     assert (cfg.unet.base_width, cfg.unet.channel_mults, cfg.unet.attention_scales) == \
         (base.base_width, base.channel_mults, base.attention_scales)
-    assert cfg.unet.video and cfg.schedule == "cosine" and cfg.num_timesteps == 1000 and cfg.sampling_steps == 50
+    assert cfg.unet.video and cfg.schedule == "cosine" and cfg.num_timesteps == 1000
+    assert (cfg.sampler, cfg.sampling_steps) == ("dpmpp_2m", 10)  # README "Samplers and the number of steps"
 
 
 def test_loss_is_finite_and_backpropagates():
@@ -106,10 +107,10 @@ def test_ddim_eta_zero_is_deterministic_given_the_initial_noise_and_eta_changes_
         for p in model.unet.out.parameters():
             p.normal_(0, 0.1, generator=torch.Generator().manual_seed(4))
     g = torch.Generator().manual_seed(11)
-    det = model.sample(2, generator=g, steps=5, eta=0.0)
-    again = model.sample(2, generator=torch.Generator().manual_seed(11), steps=5, eta=0.0)
+    det = model.sample(2, generator=g, steps=5, eta=0.0, sampler="ddim")
+    again = model.sample(2, generator=torch.Generator().manual_seed(11), steps=5, eta=0.0, sampler="ddim")
     assert torch.equal(det, again)
-    stochastic = model.sample(2, generator=torch.Generator().manual_seed(11), steps=5, eta=1.0)
+    stochastic = model.sample(2, generator=torch.Generator().manual_seed(11), steps=5, eta=1.0, sampler="ddim")
     assert not torch.equal(det, stochastic)
     ddpm = model.sample(2, generator=torch.Generator().manual_seed(11), steps=5, sampler="ddpm")
     assert torch.equal(ddpm, stochastic)  # respaced DDPM is DDIM with eta = 1

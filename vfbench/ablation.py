@@ -263,7 +263,7 @@ class AblateConfig(ExpandOptions):
     num_samples: Optional[int] = None         # None: the protocol's own counts (256 for mini)
     sample_seed: int = 0
     sample_batch: int = 16
-    sampling_steps: Optional[int] = None      # DDIM steps when sampling (None: each run's own config)
+    sampling_steps: Optional[int] = None      # sampling steps of each run's own sampler (None: each run's own config)
     values: Optional[List[float]] = None      # lambda ablation: the lambdas (default the paper's four)
 
     def split(self):
@@ -303,7 +303,7 @@ class DemoConfig:
     size: Optional[int] = None             # default: 16 (quick: 16)
     frames: int = 16                       # the shapes metrics score 16-frame clips
     num_samples: Optional[int] = None      # default: 64 (quick: 8); metrics renamed accordingly
-    sampling_steps: Optional[int] = None   # DDIM steps of every generator (default 10, quick 4)
+    sampling_steps: Optional[int] = None   # sampling steps of every generator (its own sampler) (default 10, quick 4)
     lambdas: Optional[List[float]] = None  # a lambda ablation beside the compare run's 0.5 (default none: 8-minute budget)
     pretrain_steps: Optional[int] = None   # VideoFusion's base pretraining (default 1000; quick 10)
     batch_size: Optional[int] = None       # training batch (default 8, quick 4)

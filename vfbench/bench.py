@@ -304,7 +304,7 @@ class EfficiencyConfig:
     analytic_size: int = 128
     analytic_batch: int = 1
     residual_width: int = 0  # 0: the preset's residual width; else override it (what-if for the ratio)
-    channels_last: bool = False  # run both variants with channels-last weights/activations (same change for both)
+    channels_last: bool = True  # both variants channels-last, as `vfbench sample` runs on a CPU (False: NCHW)
     breakdown: bool = True  # also time the sub-networks (VDM without temporal layers, VF base / residual)
     threads: int = 1  # torch.set_num_threads on CPU (0: leave as is)
     device: str = "cpu"
@@ -779,10 +779,13 @@ class ProtocolConfig:
 
 
 def _protocol_model(name: str, preset: str, frames: int, size: int):
+    from vfbench.nets.memory_format import resolve_memory_format, to_channels_last
     from vfbench.registry import GENERATORS
 
     cls = GENERATORS.get(name)
-    return cls(cls.config_for(preset, frames, size)).eval()
+    model = cls(cls.config_for(preset, frames, size)).eval()
+    # measured in the layout `vfbench sample` uses on this device (channels-last on a CPU)
+    return to_channels_last(model) if resolve_memory_format("auto", "cpu") == "channels_last" else model
 
 
 def _unet_flops_ratio(name: str, preset: str, frames: int, size: int, measure_size: int) -> Optional[float]:

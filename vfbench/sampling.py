@@ -176,7 +176,7 @@ def precision_context(precision: str, device: torch.device):
 def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 16, tag: Optional[str] = None,
                *, ema: bool = True, checkpoint: Any = None, device: str = "auto", force: bool = False,
                progress: bool = True, preview: bool = True, length: Optional[int] = None, precision: str = "fp32",
-               **controls) -> Path:
+               memory_format: str = "auto", **controls) -> Path:
     """Draw ``num`` clips from a run into ``samples/<tag>/`` (resumable); returns that folder.
 
     ``batch_size`` is also the shard size. ``controls`` go to ``generator.sample`` (e.g. guidance)
@@ -184,7 +184,9 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
     (generators that cannot extend videos refuse); recorded in the manifest and the default tag.
     ``precision``: ``fp32`` (default), ``bf16`` (autocast of the denoisers, GPU or CPU), ``fp16`` (GPU), or
     ``auto`` (bf16 where native, else fp32; ``sampling_precision``); the resolved precision is recorded
-    in the manifest and, when not fp32, in the default tag (``-bf16``).
+    in the manifest and, when not fp32, in the default tag (``-bf16``). ``memory_format``: the nets' layout
+    (``vfbench.runs.load_run``; ``auto`` is channels-last on a CPU), recorded in the manifest; it changes
+    outputs by float rounding only, so it is not part of the request's identity.
     """
     from vfbench.distributed import barrier, dist_info, init_distributed
     from vfbench.runs import load_run
@@ -206,7 +208,7 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
     dev = resolve_device(device, info.local_rank)
     precision = sampling_precision(precision, dev)
     controls = normalise_controls(controls)
-    gen, run_cfg = load_run(run_dir, ema=ema, checkpoint=checkpoint, device=dev)
+    gen, run_cfg = load_run(run_dir, ema=ema, checkpoint=checkpoint, device=dev, memory_format=memory_format)
     check_controls(gen, controls, long=length is not None)
     tag = tag or default_tag(run_cfg["step"], seed, num, ema, length, precision)
     if not _TAG_RE.match(tag):
@@ -223,6 +225,7 @@ def sample_run(run_dir: Path | str, num: int, seed: int = 0, batch_size: int = 1
         manifest["length"] = length
     if precision != "fp32":  # likewise: absent means fp32
         manifest["precision"] = precision
+    manifest["memory_format"] = run_cfg["memory_format"]
     mpath = out / "manifest.json"
     fresh = not out.exists()  # this call creates the folder (removed again if the very first draw is refused)
     if mpath.is_file():

@@ -29,7 +29,7 @@ PREFIX = typer.Option(None, "--prefix", help="run-name prefix", show_default='ab
 RESULTS = typer.Option(None, "--results", help="results directory", show_default='$VFBENCH_HOME or ./vfbench-results')
 CONFIG = typer.Option(None, "--config", show_default='none', help="YAML/TOML/JSON file with any of these options")
 SAMPLING_STEPS = typer.Option(None, "--sampling-steps", show_default="each run's sampling_steps",
-                              help="DDIM steps when sampling (a sample set of its own: tag -ss<N>)")
+                              help="Sampling steps of each generator's own sampler (a sample set of its own: tag -ss<N>)")
 PROGRESS = typer.Option(True, "--progress/--no-progress", help="show progress bars")
 PRETRAIN_STEPS = typer.Option(None, "--pretrain-steps", help="image-DPM pretraining steps of VideoFusion's base (one shared artefact)", show_default='= --steps')
 

@@ -30,8 +30,9 @@ def efficiency_cmd(
     analytic_preset: str = typer.Option("paper", "--analytic-preset", help="preset of the analytic part"),
     analytic_size: int = typer.Option(128, "--analytic-size", help="frame size of the analytic part"),
     residual_width: int = typer.Option(0, "--residual-width", help="override VideoFusion's residual width (0: preset's)"),
-    channels_last: bool = typer.Option(False, "--channels-last/--no-channels-last",
-                                       help="channels-last memory format for both variants"),
+    channels_last: bool = typer.Option(True, "--channels-last/--no-channels-last",
+                                       help="channels-last memory format for both variants (what `vfbench sample` uses"
+                                            " on a CPU; --no-channels-last: contiguous NCHW)"),
     breakdown: bool = typer.Option(True, "--breakdown/--no-breakdown", help="time the sub-networks too"),
     threads: int = typer.Option(1, "--threads", help="CPU threads (0: torch's default)"),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda"),

@@ -20,7 +20,7 @@ def demo_cmd(
     preset: Optional[str] = typer.Option(None, "--preset", show_default='tiny', help="model size: tiny (default), small or paper"),
     size: Optional[int] = typer.Option(None, "--size", help="frame size in pixels", show_default='16'),
     num_samples: Optional[int] = typer.Option(None, "--num-samples", show_default='64; quick 8', help="generated clips per run (default 64; quick 8); fewer than 256 renames the metrics"),
-    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="DDIM steps when sampling", show_default='10; quick 4'),
+    sampling_steps: Optional[int] = typer.Option(None, "--sampling-steps", help="Sampling steps (each generator's own sampler)", show_default='10; quick 4'),
     lambdas: Optional[str] = typer.Option(None, "--lambdas", help="also run a lambda ablation with these values, e.g. 0.25 (~2 min each; the compare table's VideoFusion is lambda 0.5)", show_default='none'),
     lr: Optional[float] = typer.Option(None, "--lr", help="learning rate of every run", show_default='2e-3'),
     pretrain_steps: Optional[int] = typer.Option(None, "--pretrain-steps", show_default='1000; quick 10', help="image-DPM pretraining steps of VideoFusion's base (shared by its runs)"),

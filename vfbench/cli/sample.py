@@ -44,12 +44,16 @@ def sample_cmd(
         " and of the default tag (-len<L>)."),
     sampling_steps: Optional[int] = typer.Option(
         None, "--sampling-steps", show_default="the run's sampling_steps",
-        help="DDIM steps (the same as --control steps=N or sampling_steps=N)."),
+        help="Sampling steps of the run's sampler (the same as --control steps=N or sampling_steps=N)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast of the denoisers; fast on GPUs and on"
                                   " CPUs with AMX-BF16 / AVX512-BF16, many times slower elsewhere), fp16 (GPU only) or auto"
                                   " (bf16 where it is native, else fp32). Recorded in the manifest; not fp32 adds -bf16 to"
                                   " the default tag."),
+    memory_format: str = typer.Option("auto", "--memory-format", help="auto (channels-last on a CPU, up to a third faster"
+                                      " there; contiguous on a GPU), contiguous or channels_last: how the nets' weights and"
+                                      " activations are laid out. Outputs differ only by float rounding; recorded in the"
+                                      " manifest."),
     force: bool = typer.Option(False, "--force", help="Delete samples of a different request under the same tag."),
     no_preview: bool = typer.Option(False, "--no-preview", help="Skip preview.gif."),
     results: Optional[Path] = typer.Option(None, "--results", help="Results directory", show_default='./vfbench-results or VFBENCH_HOME'),
@@ -82,5 +86,6 @@ def sample_cmd(
         raise UsageError("the clip length is not a sampling control; pass --length L instead of --control length=L")
     out = sample_run(run_dir, num=num, seed=seed, batch_size=batch_size, tag=tag, ema=not raw,
                      checkpoint=checkpoint, device=device, force=force, progress=progress,
-                     preview=not no_preview, length=length, precision=precision, **controls)
+                     preview=not no_preview, length=length, precision=precision, memory_format=memory_format,
+                     **controls)
     typer.echo(str(out))
