@@ -127,8 +127,9 @@ def fake_run(tmp_path_factory):
             return torch.zeros(n, 2, 3, 4, 4, dtype=torch.uint8)
 
     real = runs.load_run
-    runs.load_run = lambda run_dir, ema=True, checkpoint=None, device="cpu": (
-        Stub(), {"generator": "vdm", "step": 1, "weights": "ema" if ema else "raw", "run": "r"})
+    runs.load_run = lambda run_dir, ema=True, checkpoint=None, device="cpu", memory_format="auto": (
+        Stub(), {"generator": "vdm", "step": 1, "weights": "ema" if ema else "raw", "run": "r",
+                 "memory_format": "contiguous"})
     yield res
     runs.load_run = real
 
