@@ -169,3 +169,30 @@ def test_recipe_and_its_overrides_are_saved_with_the_run(tmp_path, capsys):
     assert code == 2 and "--residual-condition does not apply to generator 'vdm'" in err
     code, _, err = run_cli(capsys, "train", "vdm", *small, "--name", "s", "--recipe", "papr")
     assert code == 2 and "did you mean 'paper'" in err
+
+
+@pytest.mark.skipif(not _have_videofusion_and_shapes(), reason="videofusion / shapes not importable")
+def test_resume_of_a_run_recorded_with_another_sampler(tmp_path, capsys):
+    """A run trained before the default sampler changed (DDIM-50 -> DPM-Solver++(2M) 10 steps) resumes with the
+    same command and keeps the sampler it recorded: in config.json, in its checkpoints, and when sampled."""
+    res = tmp_path / "res"
+    old = tmp_path / "old-defaults.yaml"
+    old.write_text("generator:\n  sampler: ddim\n  sampling_steps: 50\n")
+    common = ["train", "videofusion", "--preset", "tiny", "--dataset", "shapes", "--frames", "4", "--size", "8",
+              "--batch-size", "2", "--results", str(res), "--name", "vf", "--no-progress", "--device", "cpu"]
+    code, out, err = run_cli(capsys, *common, "--steps", "2", "--config", str(old))
+    assert code == 0, err
+    run_dir = Path(out.splitlines()[-1])
+    code, out, err = run_cli(capsys, *common, "--steps", "3", "--resume")  # today's defaults
+    assert code == 0, err
+    cfg = json.loads((run_dir / "config.json").read_text())["generator_config"]
+    assert (cfg["sampler"], cfg["sampling_steps"]) == ("ddim", 50)
+    from vfbench.runs import load_run
+
+    gen, info = load_run(run_dir)
+    assert info["step"] == 3 and (gen.config.sampler, gen.config.sampling_steps) == ("ddim", 50)
+    # a new run gets today's default
+    code, out, err = run_cli(capsys, *[a if a != "vf" else "vf-new" for a in common], "--steps", "1")
+    assert code == 0, err
+    cfg = json.loads((Path(out.splitlines()[-1]) / "config.json").read_text())["generator_config"]
+    assert (cfg["sampler"], cfg["sampling_steps"]) == ("dpmpp_2m", 10)

@@ -275,7 +275,7 @@ def pretrained_base(store: ResultsStore, plan: RunPlan, dataset, progress: bool 
     is made from the preset's default config: the base U-Net does not depend on lambda or the
     training mode, so every variant of a table starts from the same weights.
     """
-    from vfbench.runs import build_generator, prepare_run_dir
+    from vfbench.runs import adopt_recorded_sampling, build_generator, prepare_run_dir
     from vfbench.training import pretrain_base
 
     out_dir = store.root / "pretrained" / plan.base_run_name
@@ -284,13 +284,14 @@ def pretrained_base(store: ResultsStore, plan: RunPlan, dataset, progress: bool 
     prepare_run_dir(out_dir, plan.generator, cfg, plan.dataset_kwargs(), tcfg, resume=True,
                     extra={"kind": "base-pretrain", "preset": plan.preset})
     gen = build_generator(plan.generator, cfg, seed=plan.seed)
+    adopt_recorded_sampling(gen, out_dir)
     return Path(pretrain_base(out_dir, gen, dataset, tcfg, resume=True, progress=progress,
                               dataset_info=plan.dataset_kwargs()))
 
 
 def train_step(store: ResultsStore, plan: RunPlan, progress: bool = True) -> Path:
     """Train ``plan`` to ``plan.steps`` (resuming from its newest checkpoint if there is one)."""
-    from vfbench.runs import build_generator, create_run, read_base_state
+    from vfbench.runs import adopt_recorded_sampling, build_generator, create_run, read_base_state
     from vfbench.training import train
 
     run_dir = store.run_dir(plan.name)
@@ -302,6 +303,7 @@ def train_step(store: ResultsStore, plan: RunPlan, progress: bool = True) -> Pat
     run_dir = Path(create_run(store, plan.name, plan.generator, cfg, plan.dataset_kwargs(), tcfg,
                               resume=True, extra=extra))
     gen = build_generator(plan.generator, cfg, seed=plan.seed)
+    adopt_recorded_sampling(gen, run_dir)  # a run resumed across a change of the default sampler keeps its own
     if plan.base_run_name and trained_step(run_dir) == 0:
         artefact = pretrained_base(store, plan, dataset, progress)
         state, _desc = read_base_state(artefact)

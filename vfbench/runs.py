@@ -29,6 +29,10 @@ from vfbench.results import ResultsStore
 # Train settings a resumed run may change (they do not alter the data order or the noise).
 RESUMABLE_TRAIN_KEYS = {"steps", "lr", "grad_clip", "ckpt_every", "log_every", "num_workers", "device",
                         "keep_checkpoints", "precision"}
+# Generator settings used only when sampling. A resumed run keeps the values it recorded, so that a change of
+# vfbench's default sampler (DDIM-50 -> DPM-Solver++(2M) 10 steps) neither blocks the resume of a run trained
+# before it nor changes how that run's samples are drawn; `--control sampler=... --sampling-steps N` overrides.
+RUN_SAMPLING_KEYS = ("sampler", "sampling_steps")
 
 
 def build_generator(name: str, config: Any, seed: Optional[int] = None):
@@ -104,6 +108,11 @@ def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, d
             return run_dir  # the same settings (e.g. the other ranks of a torchrun job): nothing to rewrite
     elif cfg_path.is_file():
         old = read_json_object(cfg_path, "run config", "restore it, or pass --force to delete the run and start over")
+        old_gen = old.get("generator_config")
+        if resume and isinstance(old_gen, dict) and isinstance(new["generator_config"], dict):
+            for key in RUN_SAMPLING_KEYS:
+                if key in old_gen and key in new["generator_config"]:
+                    new["generator_config"][key] = old_gen[key]
         old_core = {k: old.get(k) for k in new}
         changed = _diff(old_core, new)
         if not resume:
@@ -125,6 +134,24 @@ def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, d
     new["provenance"] = provenance()
     atomic_write_json(cfg_path, new)
     return run_dir
+
+
+def adopt_recorded_sampling(gen: Any, run_dir: Path | str) -> None:
+    """Give ``gen`` the sampling settings (``RUN_SAMPLING_KEYS``) its run folder's config.json records.
+
+    Called after ``create_run(..., resume=True)``, which keeps a resumed run's recorded sampling settings:
+    the generator being trained must carry the same ones, or its checkpoints would not match the run's
+    config (``load_run`` and the trainer's resume both compare them)."""
+    import dataclasses
+
+    recorded = read_json_object(Path(run_dir) / "config.json", "run config").get("generator_config")
+    config = getattr(gen, "config", None)
+    if not isinstance(recorded, dict) or not dataclasses.is_dataclass(config):
+        return
+    changes = {k: recorded[k] for k in RUN_SAMPLING_KEYS
+               if k in recorded and hasattr(config, k) and getattr(config, k) != recorded[k]}
+    if changes:
+        gen.config = dataclasses.replace(config, **changes)
 
 
 def run_dataset(ds: Dict[str, Any], split: Optional[str] = None):

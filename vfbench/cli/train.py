@@ -255,6 +255,9 @@ def train_cmd(
     run_dir = _on_main_then_all(setup.train_cfg.device, lambda: create_run(
         store, run_name, generator, setup.generator_config, setup.dataset_kwargs, setup.train_cfg,
         resume=resume or (info_rank() > 0), force=force and info_rank() == 0, extra=extra))
+    from vfbench.runs import adopt_recorded_sampling
+
+    adopt_recorded_sampling(gen, run_dir)  # a resumed run keeps the sampler it recorded
     if info_rank() == 0:
         typer.echo(f"run folder: {run_dir}", err=True)
 
@@ -306,7 +309,7 @@ def pretrain_base_cmd(
     Example: vfbench pretrain base --dataset shapes --preset small --steps 2000 --name shapes-base
     """
     from vfbench.results import ResultsStore, check_run_name
-    from vfbench.runs import build_generator, prepare_run_dir
+    from vfbench.runs import adopt_recorded_sampling, build_generator, prepare_run_dir
     from vfbench.training import pretrain_base
 
     if resume and force:
@@ -328,6 +331,7 @@ def pretrain_base_cmd(
         setup.train_cfg, resume=resume or (info_rank() > 0), force=force and info_rank() == 0,
         extra={"kind": "base-pretrain", "preset": setup.preset, "class_cond": class_cond}))
     gen = build_generator(generator, setup.generator_config, seed=setup.train_cfg.seed)
+    adopt_recorded_sampling(gen, out_dir)  # a resumed pretraining keeps the sampler it recorded
     artefact = pretrain_base(out_dir, gen, setup.dataset, setup.train_cfg, resume=resume, progress=progress,
                              dataset_info=setup.dataset_kwargs)
     if info_rank() == 0:
