@@ -19,7 +19,8 @@ import torch
 
 
 def run(generators: Sequence[str] = ("vdm", "videofusion"), preset: str = "small", frames: int = 16, size: int = 32,
-        batch: int = 1, steps: int = 2, repeats: int = 2, threads: int = 1, seed: int = 0) -> Dict:
+        batch: int = 1, steps: int = 2, repeats: int = 2, threads: int = 1, seed: int = 0,
+        channels_last: bool = False) -> Dict:
     from vfbench.bench import build_models, interleaved_times, machine_info
     from vfbench.sampling import precision_context
     from vfbench.training import cpu_bf16_native
@@ -27,8 +28,13 @@ def run(generators: Sequence[str] = ("vdm", "videofusion"), preset: str = "small
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     models = build_models(preset, frames, size)
+    if channels_last:  # what `vfbench sample` runs on a CPU (vfbench.nets.memory_format)
+        from vfbench.nets.memory_format import to_channels_last
+
+        for m in models.values():
+            to_channels_last(m)
     res = {"config": dict(preset=preset, frames=frames, size=size, batch=batch, steps=steps, repeats=repeats,
-                          threads=threads, seed=seed),
+                          threads=threads, seed=seed, channels_last=channels_last),
            "machine": machine_info(), "cpu_bf16_native": cpu_bf16_native(), "generators": {}}
     cpu = torch.device("cpu")
     for name in generators:
@@ -69,9 +75,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict:
     p.add_argument("--steps", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--channels-last", action="store_true", help="both precisions channels-last, as `vfbench sample` on a CPU")
     p.add_argument("--out", default=None)
     a = p.parse_args(argv)
-    res = run(tuple(a.generators.split(",")), a.preset, a.frames, a.size, a.batch, a.steps, a.repeats, a.threads)
+    res = run(tuple(a.generators.split(",")), a.preset, a.frames, a.size, a.batch, a.steps, a.repeats, a.threads,
+              channels_last=a.channels_last)
     print(table(res))
     from vfbench.bench import default_out, write_result
 
