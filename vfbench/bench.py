@@ -539,6 +539,7 @@ def efficiency(cfg: Optional[EfficiencyConfig] = None, progress: Callable[[str],
 
 
 def _efficiency(cfg: EfficiencyConfig, device: torch.device, progress) -> Dict[str, Any]:
+    from vfbench.nets.memory_format import to_channels_last
     from vfbench.nets.unet import count_parameters
 
     torch.manual_seed(cfg.seed)
@@ -546,7 +547,7 @@ def _efficiency(cfg: EfficiencyConfig, device: torch.device, progress) -> Dict[s
     for m in models.values():
         m.eval()
         if cfg.channels_last:
-            m.to(memory_format=torch.channels_last)
+            to_channels_last(m)
     g = torch.Generator().manual_seed(cfg.seed)
     z = torch.randn(cfg.batch, cfg.frames, 3, cfg.size, cfg.size, generator=g).to(device)
     from vfbench.diffusion import timestep_pairs
@@ -779,13 +780,12 @@ class ProtocolConfig:
 
 
 def _protocol_model(name: str, preset: str, frames: int, size: int):
-    from vfbench.nets.memory_format import resolve_memory_format, to_channels_last
+    from vfbench.nets.memory_format import to_channels_last
     from vfbench.registry import GENERATORS
 
     cls = GENERATORS.get(name)
-    model = cls(cls.config_for(preset, frames, size)).eval()
-    # measured in the layout `vfbench sample` uses on this device (channels-last on a CPU)
-    return to_channels_last(model) if resolve_memory_format("auto", "cpu") == "channels_last" else model
+    # measured on the CPU, in the layout `vfbench sample` uses there (memory format "auto")
+    return to_channels_last(cls(cls.config_for(preset, frames, size)).eval())
 
 
 def _unet_flops_ratio(name: str, preset: str, frames: int, size: int, measure_size: int) -> Optional[float]:

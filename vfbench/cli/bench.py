@@ -43,15 +43,22 @@ def efficiency_cmd(
 
     Example: vfbench bench efficiency --preset small --frames 16 --size 32 --repeats 5
     """
-    from vfbench.bench import EfficiencyConfig, default_out, efficiency, format_efficiency, write_result
+    from vfbench.bench import EfficiencyConfig, efficiency, format_efficiency
 
     cfg = EfficiencyConfig(preset=preset, frames=frames, size=size, batch=batch, sample_steps=sample_steps,
                            repeats=repeats, warmup=warmup, train=train, memory=memory, rss=rss, analytic=analytic,
                            analytic_preset=analytic_preset, analytic_size=analytic_size, residual_width=residual_width,
                            channels_last=channels_last, breakdown=breakdown, threads=threads, device=device, seed=seed)
-    res = efficiency(cfg, progress=lambda msg: typer.echo(f"... {msg}", err=True))
-    typer.echo(format_efficiency(res))
-    path = out or default_out("efficiency")
+    _measure_and_save("efficiency", efficiency, format_efficiency, cfg, out)
+
+
+def _measure_and_save(name: str, measure, fmt, cfg, out: Optional[str]) -> None:
+    """Run a benchmark with progress on stderr, print its table, write its JSON (``--out`` or the default)."""
+    from vfbench.bench import default_out, write_result
+
+    res = measure(cfg, progress=lambda msg: typer.echo(f"... {msg}", err=True))
+    typer.echo(fmt(res))
+    path = out or default_out(name)
     write_result(path, res)
     typer.echo(f"result: {path}")
 
@@ -116,13 +123,9 @@ def protocol_cmd(
 
     Example: vfbench bench protocol --preset paper --size 128 --measure-size 32
     """
-    from vfbench.bench import ProtocolConfig, default_out, format_protocol, protocol_estimate, write_result
+    from vfbench.bench import ProtocolConfig, format_protocol, protocol_estimate
 
     cfg = ProtocolConfig(generators=tuple(g.strip() for g in generators.split(",") if g.strip()), preset=preset,
                          frames=frames, size=size, num=num, measure_size=measure_size, batch=batch, sampler=sampler,
                          steps=steps, repeats=repeats, i3d_clips=i3d_clips, gpu_tflops=gpu_tflops, threads=threads)
-    res = protocol_estimate(cfg, progress=lambda msg: typer.echo(f"... {msg}", err=True))
-    typer.echo(format_protocol(res))
-    path = out or default_out("protocol")
-    write_result(path, res)
-    typer.echo(f"result: {path}")
+    _measure_and_save("protocol", protocol_estimate, format_protocol, cfg, out)
