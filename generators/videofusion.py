@@ -60,6 +60,7 @@ NOISE_SHARING = ("none", "labels")
 #   "keyframe_latent": the noisy keyframe latent z_t^k;
 #   "none": the paper's Eq. 12-13 without the CLIP conditioning (the frame's own latent only).
 RESIDUAL_CONDITIONS = ("keyframe", "keyframe_x0", "keyframe_latent", "none")
+KEYFRAME_PASSES = ("renoise", "chain")  # videofusion_sampling.KEYFRAME_PASSES
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class VideoFusionConfig:
     # of the paper's per-frame 2D net (README "VideoFusion: departures"): a keyframe does not say which way
     # its content moves, and frames denoised one at a time each pick their own way.
     residual_temporal: bool = True
+    # How the joint sampling pass holds the finished keyframe (videofusion_sampling.KEYFRAME_PASSES): "renoise"
+    # gives the residual generator the latents it was trained on (README "VideoFusion: departures")
+    keyframe_pass: Literal["renoise", "chain"] = "renoise"
 
     def __post_init__(self):
         for name in ("frames", "size", "channels", "num_timesteps", "sampling_steps"):
@@ -104,7 +108,7 @@ class VideoFusionConfig:
         check_prediction(self.prediction, "videofusion.prediction")
         check_min_snr_gamma(self.min_snr_gamma, "videofusion.min_snr_gamma")
         for name, allowed in (("mode", MODES), ("sampler", SAMPLERS), ("noise_sharing", NOISE_SHARING),
-                              ("residual_condition", RESIDUAL_CONDITIONS)):
+                              ("residual_condition", RESIDUAL_CONDITIONS), ("keyframe_pass", KEYFRAME_PASSES)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"videofusion.{name} must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         if self.sampling_steps > self.num_timesteps:
@@ -159,7 +163,7 @@ class VideoFusion(Generator):
     name = "videofusion"
     Config = VideoFusionConfig
     LEGACY_DEFAULTS = {"prediction": "eps", "min_snr_gamma": 0.0, "residual_condition": "none",
-                       "residual_temporal": False}
+                       "residual_temporal": False, "keyframe_pass": "chain"}
 
     def __init__(self, config: VideoFusionConfig):
         super().__init__(config)
@@ -460,7 +464,8 @@ class VideoFusion(Generator):
     def sample(self, n: int, generator: Optional[torch.Generator] = None, *, base_noise=None, residual_noise=None,
                base_seed: Optional[int] = None, residual_seed: Optional[int] = None, labels=None,
                guidance_scale: Optional[float] = None, sampler: Optional[str] = None, steps: Optional[int] = None,
-               eta: Optional[float] = None, batch_size: Optional[int] = None, **unknown) -> torch.Tensor:
+               eta: Optional[float] = None, batch_size: Optional[int] = None, keyframe_pass: Optional[str] = None,
+               **unknown) -> torch.Tensor:
         """uint8 clips ``[n, T, C, H, W]`` (Fig. 4 / Algorithm 1); the controls are documented in
         ``videofusion_sampling`` (same generator state, same bytes; clips independent of ``batch_size``)."""
         from vfbench.generators.videofusion_sampling import sample_clips
@@ -468,7 +473,8 @@ class VideoFusion(Generator):
         _refuse_unknown(unknown)
         return sample_clips(self, n, generator, base_noise=base_noise, residual_noise=residual_noise,
                             base_seed=base_seed, residual_seed=residual_seed, labels=labels,
-                            guidance_scale=guidance_scale, sampler=sampler, steps=steps, eta=eta, batch_size=batch_size)
+                            guidance_scale=guidance_scale, sampler=sampler, steps=steps, eta=eta, batch_size=batch_size,
+                            keyframe_pass=keyframe_pass)
 
     @torch.no_grad()
     def sample_long(self, n: int, length: int, generator: Optional[torch.Generator] = None, *,
@@ -482,7 +488,7 @@ class VideoFusion(Generator):
 
 
 SAMPLE_CONTROLS = ("base_noise", "residual_noise", "base_seed", "residual_seed", "labels", "guidance_scale",
-                   "sampler", "steps", "eta", "batch_size")
+                   "sampler", "steps", "eta", "batch_size", "keyframe_pass")
 
 
 def _refuse_unknown(unknown: Mapping[str, Any]) -> None:

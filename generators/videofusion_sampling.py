@@ -31,6 +31,13 @@ from vfbench.errors import UsageError, check_range
 from vfbench.generator import make_generator
 from vfbench.generators.videofusion_noise import check_overlap, decomposed_noise
 
+# How the joint pass holds the keyframe that the first pass finished (residual_condition="keyframe"):
+#   "renoise": forward-noised with its base noise b at every step, z_t^k = sqrt(abar_t) x^k + sqrt(1 - abar_t) b,
+#              the latent training gives the real keyframe (Eq. 9, 11), and the base predicts bhat on it (one
+#              more base call per step);
+#   "chain":   the first pass's own chain of latents, replayed from its cached base predictions.
+KEYFRAME_PASSES = ("renoise", "chain")
+
 _SEED_HIGH = 2 ** 62
 
 
@@ -108,8 +115,11 @@ class _Plan:
 
     def __init__(self, model, n, generator, *, base_noise=None, residual_noise=None, base_seed=None,
                  residual_seed=None, labels=None, guidance_scale=None, sampler=None, steps=None, eta=None,
-                 batch_size=None):
+                 batch_size=None, keyframe_pass=None):
         cfg = model.config
+        self.keyframe_pass = cfg.keyframe_pass if keyframe_pass is None else keyframe_pass
+        if self.keyframe_pass not in KEYFRAME_PASSES:
+            raise UsageError(f"keyframe_pass must be one of {', '.join(KEYFRAME_PASSES)}, got {self.keyframe_pass!r}")
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise UsageError(f"n (the number of clips) must be a positive integer, got {n!r}")
         self.sampler = cfg.sampler if sampler is None else sampler
@@ -162,16 +172,27 @@ def denoise_window(model, plan: _Plan, base: torch.Tensor, residual: torch.Tenso
     size = z.shape[0]
     labels = labels.to(device) if labels is not None else None
     o = 0 if known is None else known.shape[1]
+    key = model.key
     keyframe, base_hats, base_draws = None, None, None
     if model.config.residual_condition == "keyframe":
         keyframe, base_hats, base_draws = _base_first(model, plan, eps_window, base_stream, labels, known)
+    # keyframe_pass="renoise": the joint pass holds the finished keyframe, forward-noised with its own base noise
+    # b at every step, as training noises the real keyframe (Eq. 9, 11); a known keyframe already is (its base
+    # predictions from the first pass are on exactly these latents)
+    renoise = keyframe is not None and plan.keyframe_pass == "renoise" and o <= key
     solver = _solver(model, plan)
     for step, (t, t_prev) in enumerate(plan.pairs):
         t_vec = torch.full((size,), t, dtype=torch.long, device=device)
         if o:
             z[:, :o] = q_sample(schedule, known, t_vec, eps_window[:, :o])
-        eps_hat = model.guided_noise(z, t_vec, labels, plan.guidance_scale, keyframe=keyframe,
-                                     base_hat=None if base_hats is None else base_hats[step])
+        if renoise:
+            z_key = q_sample(schedule, keyframe, t_vec, eps_window[:, key]).contiguous()
+            z[:, key] = z_key
+            # contiguous: a strided view of z would take another conv kernel per batch size (not bit-identical)
+            base_hat = model.guided_base_noise(z_key, t_vec, labels, plan.guidance_scale)
+        else:
+            base_hat = None if base_hats is None else base_hats[step]
+        eps_hat = model.guided_noise(z, t_vec, labels, plan.guidance_scale, keyframe=keyframe, base_hat=base_hat)
         stochastic = (t > 0) if plan.full_ddpm else (plan.eta > 0 and t_prev >= 0)
         fresh = None
         if stochastic:  # Appendix A: the added noise is decomposed too, with a new shared b'
@@ -180,6 +201,8 @@ def denoise_window(model, plan: _Plan, base: torch.Tensor, residual: torch.Tenso
         z = _update(schedule, plan, z, eps_hat, t_vec, t_prev, fresh, solver)
     if o:
         z[:, :o] = known
+    if renoise:
+        z[:, key] = keyframe
     return z
 
 

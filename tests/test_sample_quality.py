@@ -11,7 +11,7 @@ import torch
 from vfbench.data.shapes import ShapesDataset
 from vfbench.errors import UsageError
 from vfbench.previews import filmstrip
-from vfbench.sample_quality import clip_statistics, frame_to_frame_std, label_statistics, pixel_std
+from vfbench.sample_quality import clip_statistics, frame_to_frame_std, label_statistics, pixel_std, shape_motion
 
 
 def test_pixel_and_frame_to_frame_std_known_answers():
@@ -40,7 +40,50 @@ def test_real_shapes_clips_look_like_shapes_to_shapes_net_and_shuffled_frames_do
     mixed[:, 8:] = np.roll(clips, 1, axis=0)[:, 8:]
     assert label_statistics(mixed)["content_consistency"] < real["content_consistency"] - 0.3
     stats = clip_statistics(clips, with_labels=False)
-    assert set(stats) == {"num_clips", "pixel_std", "frame_to_frame_std"} and 10 < stats["pixel_std"] < 40
+    assert set(stats) == {"num_clips", "pixel_std", "frame_to_frame_std", "shape_speed", "shape_displacement",
+                          "shape_jitter", "shape_visible"} and 10 < stats["pixel_std"] < 40
+
+
+def _square_clip(positions, size=32, side=4, colour=(230, 40, 40), grey=90):
+    """One clip of a saturated square whose top-left corner is at ``positions`` (x, y pixels) on flat grey."""
+    clip = np.full((len(positions), 3, size, size), grey, np.uint8)
+    for f, (x, y) in enumerate(positions):
+        if x is not None:
+            clip[f, :, y:y + side, x:x + side] = np.array(colour, np.uint8)[:, None, None]
+    return clip
+
+
+def test_shape_motion_known_answers():
+    # a square moving 1 px right per frame on a 32 px frame: speed = displacement = 1/32 image widths per frame,
+    # no jitter; standing still: 0; grey noise is no shape at all
+    moving = _square_clip([(2 + f, 10) for f in range(16)])[None]
+    got = shape_motion(moving)
+    assert got["shape_speed"] == pytest.approx(1 / 32, abs=1e-6)
+    assert got["shape_displacement"] == pytest.approx(1 / 32, abs=1e-6)
+    assert got["shape_jitter"] == pytest.approx(0.0, abs=1e-6) and got["shape_visible"] == 1.0
+    still = shape_motion(_square_clip([(5, 5)] * 16)[None])
+    assert still["shape_speed"] == 0.0 and still["shape_displacement"] == 0.0 and still["shape_jitter"] == 0.0
+    # back and forth by 3 px: fast, jittery, going nowhere
+    shaky = shape_motion(_square_clip([(10 + 3 * (f % 2), 10) for f in range(16)])[None])
+    assert shaky["shape_speed"] == pytest.approx(3 / 32, abs=1e-6)
+    assert shaky["shape_displacement"] < 0.01 and shaky["shape_jitter"] == pytest.approx(6 / 32, abs=1e-6)
+    # frames without the shape neither move it nor count as visible; the speed uses visible neighbours only
+    gaps = shape_motion(_square_clip([(2 + f, 10) if f % 4 else (None, None) for f in range(16)])[None])
+    assert gaps["shape_visible"] == pytest.approx(12 / 16) and gaps["shape_speed"] == pytest.approx(1 / 32, abs=1e-6)
+    grey = np.random.default_rng(0).integers(60, 120, (2, 16, 1, 32, 32), dtype=np.uint8).repeat(3, axis=2)
+    assert shape_motion(grey) == {"shape_speed": 0.0, "shape_displacement": 0.0, "shape_jitter": 0.0,
+                                  "shape_visible": 0.0}
+
+
+def test_shape_motion_separates_real_still_and_shuffled_shapes_clips():
+    ds = ShapesDataset("train", frames=16, size=32)
+    clips = np.stack([np.asarray(ds[i]["video"]) for i in range(64)])
+    real = shape_motion(clips)
+    assert 0.03 < real["shape_speed"] < 0.07 and real["shape_jitter"] < 0.02 and real["shape_visible"] > 0.85
+    still = shape_motion(np.repeat(clips[:, 8:9], 16, axis=1))
+    assert still["shape_speed"] == 0.0
+    shuffled = shape_motion(clips[:, np.random.default_rng(0).permutation(16)])
+    assert shuffled["shape_jitter"] > 10 * real["shape_jitter"]
 
 
 def test_filmstrip_layout():

@@ -94,12 +94,13 @@ def test_videofusion_tiny_pretrain_train_sample(tmp_path, capsys):
     small = ["--dataset", "shapes", "--preset", "tiny", "--frames", "4", "--size", "8", "--batch-size", "2",
              "--results", res, "--no-progress", "--device", "cpu"]
     # a reusable pretrained base ...
-    code, out, err = run_cli(capsys, "pretrain", "base", *small, "--steps", "2", "--name", "b")
+    code, out, err = run_cli(capsys, "pretrain", "base", *small, "--steps", "2", "--name", "b", "--precision", "bf16")
     assert code == 0, err
     artefact = Path(out.splitlines()[-1])
     assert artefact.name == "base-pretrain.pt"
     base = torch.load(artefact, weights_only=True)
     assert base["step"] == 2 and base["format"] == "vfbench-base-v1"
+    assert base["train"]["precision"] == "bf16"  # --precision reaches the pretraining and is recorded
     # ... loaded into a joint run with --base-init (mode fixed: the base must stay as loaded)
     code, out, err = run_cli(capsys, "train", "videofusion", *small, "--steps", "2", "--name", "vf",
                              "--base-init", "b", "--mode", "fixed", "--lam", "0.5")

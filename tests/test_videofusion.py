@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vfbench.diffusion import DiffusionSchedule, q_sample
+from vfbench.prediction import output_to_eps
 from vfbench.errors import UsageError, WeightsError
 from vfbench.generators import videofusion_sampling
 from vfbench.generators.videofusion import VideoFusion, VideoFusionConfig
@@ -592,19 +593,61 @@ def test_default_residual_condition_is_the_clean_keyframe_in_training():
     assert torch.equal(seen["cond"], uint8_to_unit(clips)[:, KEY])  # the real central frame, as the paper's CLIP embedding of it
 
 
-@pytest.mark.parametrize("sampler", ("ddim", "ddpm"))
-def test_keyframe_sampling_conditions_on_the_finished_keyframe(sampler):
-    # first pass: the keyframe's chain alone; joint pass: every residual call sees that finished keyframe,
-    # and the joint pass's keyframe ends on the same bytes
-    model = perturb(make(residual_condition="keyframe"))
+@pytest.mark.parametrize("keyframe_pass", ("renoise", "chain"))
+@pytest.mark.parametrize("sampler", ("ddim", "ddpm", "dpmpp_2m"))
+def test_keyframe_sampling_conditions_on_the_finished_keyframe(sampler, keyframe_pass):
+    # first pass: the keyframe's chain alone; joint pass: every residual call sees that finished keyframe, and
+    # the sample's keyframe is its bytes. "chain" replays the first pass's base predictions (one base call per
+    # step); "renoise" calls the base again on the re-noised keyframe (two per step)
+    model = perturb(make(residual_condition="keyframe", keyframe_pass=keyframe_pass))
     conds = spy_residual_condition(model)["all"]
     base_calls = []
     base_forward = model.base.forward
     model.base.forward = lambda x, t, **kw: base_calls.append(1) or base_forward(x, t, **kw)
     clips = model.sample(2, gen(5), sampler=sampler, steps=4)
-    assert len(base_calls) == 4  # the base net runs once per step, as in the one-pass sampler
+    assert len(base_calls) == (4 if keyframe_pass == "chain" else 8)
     assert len(conds) == 4 and all(torch.equal(c, conds[0]) for c in conds)
     keyframe = unit_to_uint8(conds[0])
     assert torch.equal(clips[:, KEY], keyframe)
     again = model.sample(2, gen(5), sampler=sampler, steps=4)
     assert torch.equal(clips, again)
+
+
+def test_renoised_keyframe_pass_gives_the_residual_net_training_latents():
+    # keyframe_pass="renoise": at every joint step the keyframe slot is z_t^k = sqrt(abar_t) x^k + sqrt(1 - abar_t) b
+    # (Eq. 9 with Eq. 11's eps^k = b): the finished keyframe x^k noised with the clip's own initial base noise b, as
+    # loss() noises the real keyframe; the base's prediction on it is the bhat that the residual net's z' removes
+    model = perturb(make(residual_condition="keyframe"))
+    assert model.config.keyframe_pass == "renoise"
+    b_T = torch.randn(2, 3, SIZE, SIZE, generator=gen(3))
+    r_T = torch.randn(2, FRAMES, 3, SIZE, SIZE, generator=gen(4))
+    seen = []
+    original = model.predict_base_and_residual
+
+    def spy(z_t, t, *args, **kw):
+        seen.append((z_t[:, KEY].clone(), t.clone(), kw["keyframe"].clone(), kw["base_hat"].clone()))
+        return original(z_t, t, *args, **kw)
+
+    model.predict_base_and_residual = spy
+    clips = model.sample(2, gen(0), base_noise=b_T, residual_noise=r_T, sampler="ddim", steps=4)
+    assert len(seen) == 4
+    for z_key, t, keyframe, base_hat in seen:
+        assert torch.allclose(z_key, q_sample(model.schedule, keyframe, t, b_T), atol=1e-6)
+        want = output_to_eps(model.schedule, z_key, t, model.base(z_key, t), model.config.prediction)
+        assert torch.allclose(base_hat, want, atol=1e-5)
+    # the same noises through the "chain" pass: the same keyframe, other non-key frames
+    chain = model.sample(2, gen(0), base_noise=b_T, residual_noise=r_T, sampler="ddim", steps=4, keyframe_pass="chain")
+    assert torch.equal(chain[:, KEY], clips[:, KEY]) and not torch.equal(chain, clips)
+
+
+def test_runs_recorded_before_keyframe_pass_sample_as_they_did():
+    # a config saved before the option existed has no keyframe_pass: it loads as "chain", the pass it sampled with
+    data = make(residual_condition="keyframe").config_dict()
+    data.pop("keyframe_pass")
+    assert VideoFusion.from_config_dict(data).config.keyframe_pass == "chain"
+    with pytest.raises(UsageError, match="keyframe_pass must be one of renoise, chain"):
+        make(keyframe_pass="forward")
+    with pytest.raises(UsageError, match="keyframe_pass must be one of renoise, chain"):
+        perturb(make(residual_condition="keyframe")).sample(1, gen(0), keyframe_pass="forward")
+
+

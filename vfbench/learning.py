@@ -113,11 +113,18 @@ def denoise_from(model, clips: torch.Tensor, t: int, seed: int = 0, steps: Optio
             tv = torch.full((x0.shape[0],), a, dtype=torch.long, device=x0.device)
             extra[i]["base_hat"] = model.guided_base_noise(z_key, tv, None, 1.0)
             z_key = ddim_step(model.schedule, z_key, extra[i]["base_hat"], tv, b)
+        keyframe = z_key.clamp(-1, 1)
         for e in extra:
-            e["keyframe"] = z_key.clamp(-1, 1)
+            e["keyframe"] = keyframe
+    renoise = bool(extra and "keyframe" in extra[0]) and model.config.keyframe_pass == "renoise"
     for (a, b), kw in zip(pairs, extra):
         tv = torch.full((x0.shape[0],), a, dtype=torch.long, device=x0.device)
+        if renoise:  # the joint pass holds the finished keyframe noised with its base noise (videofusion_sampling)
+            z[:, model.key] = q_sample(model.schedule, kw["keyframe"], tv, noise[:, model.key])
+            kw = {**kw, "base_hat": model.guided_base_noise(z[:, model.key].contiguous(), tv, None, 1.0)}
         z = ddim_step(model.schedule, z, model.predict_noise(z, tv, **kw), tv, b)
+    if renoise:
+        z[:, model.key] = extra[0]["keyframe"]
     return unit_to_uint8(z).cpu()
 
 

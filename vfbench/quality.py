@@ -104,6 +104,7 @@ def quality_table(store, runs: Sequence[str], *, num: int = 256, seed: int = 0, 
                      **clip_statistics(clips)})
     metric = specs[0].name
     cols = [("fvd", metric), ("pixel_std", "pixel std"), ("frame_to_frame_std", "frame-to-frame std"),
+            ("shape_speed", "shape speed"), ("shape_jitter", "shape jitter"),
             ("content_confidence", "content conf."), ("content_consistency", "content consistency"),
             ("content_coverage", "content coverage"), ("motion_confidence", "motion conf."),
             ("motion_coverage", "motion coverage")]
@@ -115,7 +116,8 @@ def quality_table(store, runs: Sequence[str], *, num: int = 256, seed: int = 0, 
     body = "".join(f"| {r['row']} | " + " | ".join(fmt(r.get(k)) for k, _ in cols) + " |\n" for r in rows)
     sampler = f"{steps} sampling steps" if steps else "each generator's default sampler"
     markdown = (f"{num} clips per row, sample seed {seed}, {sampler}; {metric} against the protocol's real reference "
-                f"(train split); statistics in uint8 levels; shapes-net labels (module vfbench.sample_quality).\n\n"
+                f"(train split); std in uint8 levels; shape speed (image widths per frame) and jitter (per frame^2) from "
+                f"the coloured shape's centroid; shapes-net labels (module vfbench.sample_quality).\n\n"
                 + head + body)
     out = {"num": num, "seed": seed, "steps": steps, "metric": metric, "rows": rows, "markdown": markdown}
     atomic_write_json(tables / "quality.json", out)

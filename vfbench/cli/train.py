@@ -299,6 +299,7 @@ def pretrain_base_cmd(
     force: bool = typer.Option(False, "--force", help="Delete an existing artefact of this name and start over."),
     seed: Optional[int] = typer.Option(None, "--seed", show_default='0', help="Seed of the initialisation, data order and noise."),
     device: Optional[str] = typer.Option(None, "--device", show_default='auto', help="auto, cpu, cuda or cuda:N."),
+    precision: Optional[str] = typer.Option(None, "--precision", show_default='fp32', help="fp32, bf16 (autocast on GPU or CPU; fast on CPUs with AMX-BF16 or AVX512-BF16), fp16 (GPU only) or auto (bf16 where it is native, else fp32)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
     """Pretrain VideoFusion's base generator as an image DPM on single frames (paper Sec. 3.3).
@@ -319,7 +320,8 @@ def pretrain_base_cmd(
     setup = _resolve(
         generator, config, preset,
         _train_overrides(name=dataset, frames=frames, size=size, data_root=data_root),
-        _train_overrides(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed, device=device),
+        _train_overrides(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed, device=device,
+                         precision=precision),
         {}, class_cond)
     store = ResultsStore.open(results)
     art_name = check_run_name(name or f"{generator}-base-{setup.dataset_kwargs['name']}")
