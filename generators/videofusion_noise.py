@@ -133,7 +133,7 @@ def residual_output_to_noise(z_prime: torch.Tensor, output: torch.Tensor, proces
     o = output.to(alpha.dtype)
     # frames with lam_i = 1 have sigma = 0: their residual is multiplied by sqrt(1 - lam_i) = 0 in Eq. 13
     r = sigma * z + alpha * o if prediction == "v" else (z - alpha * o) / sigma.clamp_min(1e-12)
-    return r.to(output.dtype)
+    return r  # in the compute dtype: a bf16 rounding here is amplified like output_to_eps's (vfbench.prediction)
 
 
 def residual_target(x0: torch.Tensor, residual_noise: torch.Tensor, process, prediction: str) -> torch.Tensor:
