@@ -60,7 +60,12 @@ NOISE_SHARING = ("none", "labels")
 #   "keyframe_latent": the noisy keyframe latent z_t^k;
 #   "none": the paper's Eq. 12-13 without the CLIP conditioning (the frame's own latent only).
 RESIDUAL_CONDITIONS = ("keyframe", "keyframe_x0", "keyframe_latent", "none")
-KEYFRAME_PASSES = ("renoise", "chain")  # videofusion_sampling.KEYFRAME_PASSES
+# How the joint sampling pass holds the keyframe that the first pass finished (residual_condition="keyframe"):
+#   "renoise": forward-noised with its base noise b at every step, z_t^k = sqrt(abar_t) x^k + sqrt(1 - abar_t) b,
+#              the latent training gives the real keyframe (Eq. 9, 11), and the base predicts bhat on it (one
+#              more base call per step);
+#   "chain":   the first pass's own chain of latents, replayed from its cached base predictions.
+KEYFRAME_PASSES = ("renoise", "chain")
 
 
 @dataclass(frozen=True)
@@ -93,7 +98,7 @@ class VideoFusionConfig:
     # of the paper's per-frame 2D net (README "VideoFusion: departures"): a keyframe does not say which way
     # its content moves, and frames denoised one at a time each pick their own way.
     residual_temporal: bool = True
-    # How the joint sampling pass holds the finished keyframe (videofusion_sampling.KEYFRAME_PASSES): "renoise"
+    # How the joint sampling pass holds the finished keyframe (KEYFRAME_PASSES): "renoise"
     # gives the residual generator the latents it was trained on (README "VideoFusion: departures")
     keyframe_pass: Literal["renoise", "chain"] = "renoise"
 

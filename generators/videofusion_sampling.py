@@ -29,14 +29,8 @@ from vfbench.clips import unit_to_uint8
 from vfbench.diffusion import DPMSolverPP2M, ddim_step, ddpm_step, q_sample, resolve_eta, timestep_pairs
 from vfbench.errors import UsageError, check_range
 from vfbench.generator import make_generator
+from vfbench.generators.videofusion import KEYFRAME_PASSES
 from vfbench.generators.videofusion_noise import check_overlap, decomposed_noise
-
-# How the joint pass holds the keyframe that the first pass finished (residual_condition="keyframe"):
-#   "renoise": forward-noised with its base noise b at every step, z_t^k = sqrt(abar_t) x^k + sqrt(1 - abar_t) b,
-#              the latent training gives the real keyframe (Eq. 9, 11), and the base predicts bhat on it (one
-#              more base call per step);
-#   "chain":   the first pass's own chain of latents, replayed from its cached base predictions.
-KEYFRAME_PASSES = ("renoise", "chain")
 
 _SEED_HIGH = 2 ** 62
 
@@ -186,9 +180,9 @@ def denoise_window(model, plan: _Plan, base: torch.Tensor, residual: torch.Tenso
         if o:
             z[:, :o] = q_sample(schedule, known, t_vec, eps_window[:, :o])
         if renoise:
+            # contiguous: a strided view of z would take another conv kernel per batch size (not bit-identical)
             z_key = q_sample(schedule, keyframe, t_vec, eps_window[:, key]).contiguous()
             z[:, key] = z_key
-            # contiguous: a strided view of z would take another conv kernel per batch size (not bit-identical)
             base_hat = model.guided_base_noise(z_key, t_vec, labels, plan.guidance_scale)
         else:
             base_hat = None if base_hats is None else base_hats[step]

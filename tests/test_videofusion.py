@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from vfbench.diffusion import DiffusionSchedule, q_sample
-from vfbench.prediction import output_to_eps
 from vfbench.errors import UsageError, WeightsError
 from vfbench.generators import videofusion_sampling
 from vfbench.generators.videofusion import VideoFusion, VideoFusionConfig
@@ -26,6 +25,7 @@ from vfbench.generators.videofusion_noise import (
 )
 from vfbench.clips import uint8_to_unit, unit_to_uint8
 from vfbench.registry import GENERATORS
+from vfbench.prediction import output_to_eps
 
 FRAMES, SIZE = 4, 8
 KEY = FRAMES // 2
@@ -649,5 +649,3 @@ def test_runs_recorded_before_keyframe_pass_sample_as_they_did():
         make(keyframe_pass="forward")
     with pytest.raises(UsageError, match="keyframe_pass must be one of renoise, chain"):
         perturb(make(residual_condition="keyframe")).sample(1, gen(0), keyframe_pass="forward")
-
-

@@ -129,7 +129,7 @@ def label_statistics(clips, extractor=None) -> Dict[str, float]:
 
 
 def clip_statistics(clips, extractor=None, with_labels: bool = True) -> Dict[str, float]:
-    """``pixel_std``, ``frame_to_frame_std`` and (``with_labels``) ``label_statistics`` in one dict."""
+    """``pixel_std``, ``frame_to_frame_std``, ``shape_motion`` and (``with_labels``) ``label_statistics`` in one dict."""
     stats = {"num_clips": int(_as_numpy(clips).shape[0]), "pixel_std": pixel_std(clips),
              "frame_to_frame_std": frame_to_frame_std(clips), **shape_motion(clips)}
     if with_labels:

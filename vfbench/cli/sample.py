@@ -48,8 +48,8 @@ def sample_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (autocast of the denoisers; fast on GPUs and on"
                                   " CPUs with AMX-BF16 / AVX512-BF16, many times slower elsewhere), fp16 (GPU only) or auto"
-                                  " (bf16 where it is native, else fp32). Recorded in the manifest; not fp32 adds -bf16 to the default"
-                                  " tag."),
+                                  " (bf16 where it is native, else fp32). Recorded in the manifest; not fp32 adds -bf16 to"
+                                  " the default tag."),
     memory_format: str = typer.Option("auto", "--memory-format", help="auto (channels-last on a CPU, up to a third faster"
                                       " there; contiguous on a GPU), contiguous or channels_last: how the nets' weights and"
                                       " activations are laid out. Outputs differ only by float rounding; recorded in the"
