@@ -28,7 +28,7 @@ import torch
 from vfbench.clips import unit_to_uint8
 from vfbench.diffusion import (SAMPLERS, DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps,
                                schedule_names)
-from vfbench.errors import UsageError, check_range, did_you_mean
+from vfbench.errors import UsageError, WeightsError, check_range, did_you_mean
 from vfbench.generator import Generator
 from vfbench.nets.unet import UNet, UNetConfig, unet_preset
 from vfbench.prediction import (check_min_snr_gamma, check_prediction, loss_weights, output_to_eps,
@@ -118,6 +118,39 @@ class VDM(Generator):
         unet = unet_preset(preset, "base", video=True, num_classes=num_classes, in_channels=channels,
                            out_channels=channels)
         return VDMConfig(unet=unet, frames=frames, size=size, **overrides)
+
+    @property
+    def base(self) -> UNet:
+        """The module a 2D image-DPM checkpoint initialises (``load_base_state``): the whole space-time
+        U-Net, whose spatial layers have the base generator's widths."""
+        return self.unet
+
+    def load_base_state(self, state_dict: Mapping[str, torch.Tensor]) -> None:
+        """Initialise the U-Net's spatial layers from a pretrained 2D image DPM (``vfbench pretrain base``,
+        VideoFusion's base generator at the same preset); the temporal attention blocks keep their
+        zero-initialised output, so the inflated net starts as the image DPM applied to every frame.
+
+        This is how video DPMs are commonly started from an image model (VDM Sec. 4 trains jointly on
+        images instead; VideoFusion Sec. 4.4 re-implements VDM "based on the base generator"); it gives
+        VDM the same image pretraining as a ``--base-init`` VideoFusion. Accepts the base's own state dict
+        or a whole VideoFusion one (its ``base.*`` weights)."""
+        state = dict(state_dict)
+        if any(k.startswith("base.") for k in state):
+            state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
+        own = self.unet.state_dict()
+        temporal = set(self.unet.temporal_parameter_names())
+        spatial = {k for k in own if k not in temporal}
+        missing = sorted(spatial - set(state))
+        unexpected = sorted(set(state) - set(own))
+        mismatched = [k for k in sorted(spatial & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or mismatched:
+            detail = "; ".join(part for part in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"shape mismatch at {mismatched[:3]}" if mismatched else "") if part)
+            raise WeightsError(f"the image-DPM checkpoint does not fit this VDM's U-Net ({detail}); pretrain it "
+                               f"with the same preset, size, channels and num_classes")
+        self.unet.load_spatial_state(state)
 
     # -- the denoiser -------------------------------------------------------------------------
     def predict_noise(self, z_t: torch.Tensor, t: torch.Tensor, class_labels: Optional[torch.Tensor] = None,

@@ -30,7 +30,7 @@ import torch
 from vfbench.clips import check_clips, uint8_to_unit, unit_to_uint8
 from vfbench.diffusion import (DPMSolverPP2M, DiffusionSchedule, check_sampler, ddim_step, ddpm_step,
                                q_sample, resolve_eta, schedule_names, timestep_pairs)
-from vfbench.errors import UsageError, check_range, did_you_mean
+from vfbench.errors import UsageError, WeightsError, check_range, did_you_mean
 from vfbench.generator import Generator, make_generator
 from vfbench.generators.vidm_nets import ContentDenoiser, MotionDenoiser
 from vfbench.prediction import check_prediction, output_to_eps, prediction_target
@@ -64,7 +64,10 @@ class VIDMConfig:
     charbonnier_eta: float = 1e-8         # eta of Eq. 4 (the paper's value)
     content_frames: Literal["random", "first"] = "random"  # content net trains on random frames (paper)
     truncation: bool = True               # Table 3: sampling space truncation
-    robustness_penalty: bool = True       # Table 3: Charbonnier (False: MSE)
+    # Table 3: Charbonnier (True, the paper's) or MSE. Default MSE: with x0-prediction the Charbonnier penalty
+    # (a smooth L1) learns the per-pixel median, which on `shapes` is the background: the shape is erased
+    # (README "Generators that learn"). The `paper` recipe and the Table 3 ablation keep Charbonnier.
+    robustness_penalty: bool = False
     posgn: bool = True                    # Table 3: Positional Group Normalization
     implicit_condition: bool = True       # Table 3: implicit motion condition
     prediction: Literal["eps", "v", "x0"] = "x0"  # what both denoisers predict (vfbench.prediction); the paper: eps
@@ -246,15 +249,7 @@ class VIDM(Generator):
         # the trainer's contract is loss(batch): without a generator, torch's default one (seeded by the trainer)
         g = generator if generator is not None else torch.default_generator
 
-        # content generator: eps_theta(x_t, c, t) on single frames
-        k = (self._randint(num_frames, (b,), g, dev) if cfg.content_frames == "random"
-             else torch.zeros(b, dtype=torch.long, device=dev))
-        x_content = x[rows, k]
-        t_c = self._randint(cfg.num_timesteps, (b,), g, dev)
-        eps_c = self._randn(x_content.shape, g, dev)
-        z_c = q_sample(self.schedule, x_content, t_c, eps_c)
-        target_c = prediction_target(self.schedule, x_content, eps_c, t_c, cfg.prediction)
-        content_loss = self.denoising_penalty(self.content(z_c, t_c, labels), target_c)
+        content_loss = self._content_loss(x, labels, g)
 
         # motion generator with teacher forcing: (x(0), ground-truth x(n-1), n) -> x(n)
         n = 1 + self._randint(num_frames - 1, (b,), g, dev)
@@ -268,6 +263,57 @@ class VIDM(Generator):
 
         return {"loss": content_loss + motion_loss,
                 "content_loss": content_loss.detach(), "motion_loss": motion_loss.detach()}
+
+    def _content_loss(self, x: torch.Tensor, labels: Optional[torch.Tensor], g: torch.Generator) -> torch.Tensor:
+        """The content generator's term, eps_theta(x_t, c, t) on one frame per clip (Eq. 4)."""
+        cfg, dev = self.config, self.device
+        b, num_frames = x.shape[:2]
+        k = (self._randint(num_frames, (b,), g, dev) if cfg.content_frames == "random"
+             else torch.zeros(b, dtype=torch.long, device=dev))
+        x_content = x[torch.arange(b, device=dev), k]
+        t_c = self._randint(cfg.num_timesteps, (b,), g, dev)
+        eps_c = self._randn(x_content.shape, g, dev)
+        z_c = q_sample(self.schedule, x_content, t_c, eps_c)
+        target_c = prediction_target(self.schedule, x_content, eps_c, t_c, cfg.prediction)
+        return self.denoising_penalty(self.content(z_c, t_c, labels), target_c)
+
+    # -- pretraining the content generator as an image DPM (as VideoFusion's base, spec Sec. 4) ---------
+    @property
+    def base(self) -> ContentDenoiser:
+        """The image DPM of VIDM, its content generator: what ``pretrain_base`` trains on single frames."""
+        return self.content
+
+    def pretrain_loss(self, batch: Dict[str, torch.Tensor], generator: Optional[torch.Generator] = None) -> Dict[str, Any]:
+        """The content term of ``loss`` alone: the content generator trained as an image DPM on frames of
+        the training clips, before the joint training (the pretraining VideoFusion's base gets, so that a
+        comparison gives both the same image pretraining; VIDM's paper trains the two jointly from scratch)."""
+        cfg = self.config
+        video = batch["video"]
+        check_clips(video, "batch['video']", min_frames=1, channels=cfg.channels)
+        if tuple(video.shape[-2:]) != (cfg.size, cfg.size):
+            raise UsageError(f"clips are {video.shape[-2]}x{video.shape[-1]} but this VIDM was built for size {cfg.size};"
+                             f" build it with size={video.shape[-2]} or resize the clips")
+        g = generator if generator is not None else torch.default_generator
+        x = uint8_to_unit(video.to(self.device))
+        return {"loss": self._content_loss(x, self._vidm_labels(batch.get("label"), x.shape[0], self.device), g)}
+
+    def load_base_state(self, state_dict: Dict[str, torch.Tensor]) -> None:
+        """Load a pretrained content generator (strict): its own state dict or a whole VIDM one."""
+        state = dict(state_dict)
+        if any(k.startswith("content.") for k in state):
+            state = {k[len("content."):]: v for k, v in state.items() if k.startswith("content.")}
+        own = self.content.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if missing or unexpected or mismatched:
+            detail = "; ".join(part for part in (
+                f"missing {missing[:3]}" if missing else "",
+                f"unexpected {unexpected[:3]}" if unexpected else "",
+                f"shape mismatch at {mismatched[:3]}" if mismatched else "") if part)
+            raise WeightsError(f"the checkpoint does not fit this VIDM's content generator ({detail}); pretrain it with"
+                               f" the same preset, size, channels and num_classes")
+        self.content.load_state_dict(state, strict=True)
 
     def param_groups(self, lr: float) -> List[Dict[str, Any]]:
         """Two named groups: ``content`` (eps_theta and the truncation constant) and ``motion``

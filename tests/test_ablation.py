@@ -51,9 +51,11 @@ def test_compare_spec_and_paper_reference():
     assert [v.generator for v in spec.variants] == ["videofusion", "vdm", "vidm"]
     assert spec.table == 2
     assert expand(spec, ExpandOptions())[0].name == "compare-videofusion-shapes-s0"
-    # only VideoFusion starts from a pretrained base (the paper's Table 1 row is its "w/ pretrain" row of Table 6)
+    # every generator starts from an image DPM pretrained for the same steps; VideoFusion and VDM share one
     plans = expand(spec, ExpandOptions(steps=30, pretrain_steps=20))
-    assert [(p.generator, p.pretrain_base_steps) for p in plans] == [("videofusion", 20), ("vdm", 0), ("vidm", 0)]
+    assert [(p.generator, p.pretrain_base_steps) for p in plans] == [("videofusion", 20), ("vdm", 20), ("vidm", 20)]
+    assert plans[0].base_run_name == plans[1].base_run_name != plans[2].base_run_name
+    assert plans[2].base_run_name.startswith("pretrained-vidm-base-")
 
 
 @pytest.mark.parametrize("bad, match", [

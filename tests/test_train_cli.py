@@ -111,6 +111,18 @@ def test_videofusion_tiny_pretrain_train_sample(tmp_path, capsys):
         assert torch.equal(ckpt["model"][f"base.{k}"], v), k
     cfg = json.loads((run_dir / "config.json").read_text())
     assert cfg["generator_config"]["mode"] == "fixed" and cfg["extra"]["base_init"]["kind"] == "base-pretrain"
+    # the same image DPM starts VDM's spatial layers (lr 1e-9: one step leaves them as loaded) ...
+    code, out, err = run_cli(capsys, "train", "vdm", *small, "--steps", "1", "--name", "vdm", "--base-init", "b",
+                             "--lr", "1e-9")
+    assert code == 0, err
+    vdm_dir = Path(out.splitlines()[-1])
+    model = torch.load(vdm_dir / "checkpoints/step-0000001.pt", weights_only=True)["model"]
+    for k, v in base["state_dict"].items():
+        assert torch.allclose(model[f"unet.{k}"], v, atol=1e-6), k
+    assert json.loads((vdm_dir / "config.json").read_text())["extra"]["base_init"]["kind"] == "base-pretrain"
+    # ... but not VIDM's content generator, another architecture
+    code, out, err = run_cli(capsys, "train", "vidm", *small, "--steps", "1", "--name", "vidm", "--base-init", "b")
+    assert code != 0 and "does not fit this VIDM's content generator" in err and "Traceback" not in err
 
     code, out, err = run_cli(capsys, "sample", "vf", "--num", "2", "--batch-size", "2", "--results", res,
                              "--no-progress", "--control", "steps=2", "--tag", "s")

@@ -184,3 +184,53 @@ def test_config_round_trip_and_validation():
         VDM.config_for("tiny", frames=4, size=9)
     with pytest.raises(UsageError, match="vdm.eta"):
         VDM.config_for("tiny", frames=4, size=8, eta=2.0)
+
+
+def test_base_init_starts_as_the_image_dpm_on_every_frame():
+    """``load_base_state`` copies a VideoFusion base (a 2D image DPM of the same preset) into the spatial
+    layers; the zero-initialised temporal blocks leave the inflated net equal to that image DPM applied to
+    each frame (what "starting a video DPM from an image model" means)."""
+    from vfbench.generators.videofusion import VideoFusion
+    from vfbench.errors import WeightsError
+
+    torch.manual_seed(1)
+    vf = VideoFusion(VideoFusion.config_for("tiny", frames=4, size=8))
+    with torch.no_grad():  # a base unlike any fresh init (zero-initialised outputs would hide a missed copy)
+        for p in vf.base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    vdm = _model()
+    temporal = {k: v.clone() for k, v in vdm.unet.state_dict().items() if k in set(vdm.unet.temporal_parameter_names())}
+    vdm.load_base_state(vf.state_dict())  # a whole VideoFusion state dict: its base.* weights
+    for k, v in vf.base.state_dict().items():
+        assert torch.equal(vdm.unet.state_dict()[k], v), k
+    for k, v in temporal.items():
+        assert torch.equal(vdm.unet.state_dict()[k], v), k
+    z = torch.randn(2, 4, 3, 8, 8)
+    t = torch.tensor([300, 700])
+    with torch.no_grad():
+        video = vdm.network_output(z, t)
+        frames = vf.base(z.flatten(0, 1), t.repeat_interleave(4)).view_as(z)
+    assert torch.allclose(video, frames, atol=1e-5)
+    with pytest.raises(WeightsError, match="does not fit this VDM"):
+        VDM(VDM.config_for("small", frames=4, size=8)).load_base_state(vf.base.state_dict())
+
+
+def test_a_vdm_plan_with_a_pretrained_base_shares_videofusions_image_dpm(tmp_path):
+    """The pipeline pretrains VideoFusion's base (one artefact per dataset/preset/length/seed) and a VDM
+    plan with ``pretrain_base_steps`` starts its U-Net's spatial layers from it."""
+    from vfbench.pipeline import RunPlan, train_step
+    from vfbench.results import ResultsStore
+
+    store = ResultsStore.open(str(tmp_path / "res"))
+    plan = RunPlan(name="v", generator="vdm", preset="tiny", steps=1, frames=4, size=8, batch_size=2, lr=1e-9,
+                   pretrain_base_steps=2)
+    run_dir = train_step(store, plan, progress=False)
+    artefact = torch.load(store.root / "pretrained" / plan.base_run_name / "base-pretrain.pt", weights_only=True)
+    assert artefact["generator"] == "videofusion" and artefact["step"] == 2
+    model = torch.load(run_dir / "checkpoints/step-0000001.pt", weights_only=True)["model"]
+    fresh = _model().unet.state_dict()
+    moved = 0
+    for k, v in artefact["state_dict"].items():
+        assert torch.allclose(model[f"unet.{k}"].float(), v.float(), atol=1e-6), k  # lr 1e-9: one step moves nothing
+        moved += int(v.is_floating_point() and not torch.allclose(v, fresh[k]))
+    assert moved > 10  # what was compared is the artefact's weights, not the VDM's own initialisation

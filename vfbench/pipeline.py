@@ -20,7 +20,7 @@ attributes so that tests can count calls by replacing them.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
@@ -49,7 +49,7 @@ class RunPlan:
     lr: Optional[float] = None                # None: the trainer's default
     precision: Optional[str] = None           # None: the trainer's default (fp32); "auto", "bf16", ...
     generator_overrides: Dict[str, Any] = field(default_factory=dict)
-    pretrain_base_steps: int = 0              # VideoFusion: image-DPM pretraining of the base first
+    pretrain_base_steps: int = 0              # VideoFusion / VDM: image-DPM pretraining of the base first
     variant: str = ""                         # the table row this run fills (label)
     group: str = ""                           # the table (ablation name, "compare", ...)
 
@@ -77,11 +77,18 @@ class RunPlan:
         return kw
 
     @property
+    def pretraining_generator(self) -> str:
+        """Whose image DPM this plan starts from: VideoFusion's base (for VideoFusion and VDM, whose U-Net
+        has the base's spatial layers) or the generator's own (VIDM's content generator)."""
+        return "videofusion" if self.generator in ("videofusion", "vdm") else self.generator
+
+    @property
     def base_run_name(self) -> Optional[str]:
-        """The shared pretrained-base run this plan starts from (one per dataset/preset/length/seed)."""
+        """The shared pretrained-base run this plan starts from (one per image DPM/dataset/preset/length/seed)."""
         if self.pretrain_base_steps <= 0:
             return None
-        return (f"pretrained-base-{self.dataset}-{self.preset}-{self.frames}x{self.size}"
+        kind = "base" if self.pretraining_generator == "videofusion" else f"{self.pretraining_generator}-base"
+        return (f"pretrained-{kind}-{self.dataset}-{self.preset}-{self.frames}x{self.size}"
                 f"-p{self.pretrain_base_steps}-s{self.seed}")
 
 
@@ -269,7 +276,8 @@ def _train_config(plan: RunPlan, steps: int):
 
 
 def pretrained_base(store: ResultsStore, plan: RunPlan, dataset, progress: bool = True) -> Path:
-    """The shared image-DPM pretraining of VideoFusion's base for ``plan`` (trained once, resumable).
+    """The shared image-DPM pretraining ``plan`` starts from (trained once, resumable): VideoFusion's base,
+    for VideoFusion and VDM plans, or VIDM's content generator.
 
     It lives where ``vfbench pretrain base`` puts artefacts (``<results>/pretrained/<name>/``) and
     is made from the preset's default config: the base U-Net does not depend on lambda or the
@@ -279,11 +287,14 @@ def pretrained_base(store: ResultsStore, plan: RunPlan, dataset, progress: bool 
     from vfbench.training import pretrain_base
 
     out_dir = store.root / "pretrained" / plan.base_run_name
-    cfg = generator_config(plan, with_overrides=False)
+    # a VDM plan starts its U-Net's spatial layers from VideoFusion's base (VDM.load_base_state), so the two
+    # rows of a table share one pretraining; VIDM pretrains its own content generator
+    who = plan.pretraining_generator
+    cfg = generator_config(replace(plan, generator=who, generator_overrides={}), with_overrides=False)
     tcfg = _train_config(plan, plan.pretrain_base_steps)
-    prepare_run_dir(out_dir, plan.generator, cfg, plan.dataset_kwargs(), tcfg, resume=True,
+    prepare_run_dir(out_dir, who, cfg, plan.dataset_kwargs(), tcfg, resume=True,
                     extra={"kind": "base-pretrain", "preset": plan.preset})
-    gen = build_generator(plan.generator, cfg, seed=plan.seed)
+    gen = build_generator(who, cfg, seed=plan.seed)
     adopt_recorded_sampling(gen, out_dir)
     return Path(pretrain_base(out_dir, gen, dataset, tcfg, resume=True, progress=progress,
                               dataset_info=plan.dataset_kwargs()))

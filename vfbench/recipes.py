@@ -24,7 +24,7 @@ RECIPES: Dict[str, Dict[str, Dict[str, Any]]] = {
         "videofusion": {"prediction": "eps", "residual_condition": "none", "residual_temporal": False,
                         "min_snr_gamma": 0.0, "sampler": "ddim", "sampling_steps": 50},
         "vdm": {"prediction": "eps", "min_snr_gamma": 0.0},
-        "vidm": {"prediction": "eps"},
+        "vidm": {"prediction": "eps", "robustness_penalty": True},
     },
 }
 

@@ -604,7 +604,8 @@ def pretrain_base(out_dir: Path | str, generator: nn.Module, dataset, cfg: Train
     for attr in ("base", "pretrain_loss", "load_base_state"):
         if not hasattr(generator, attr):
             raise UsageError(f"generator {getattr(generator, 'name', type(generator).__name__)!r} has no"
-                             " separate base generator to pretrain; --pretrain-base-steps is for videofusion")
+                             " separate image DPM to pretrain; --pretrain-base-steps is for videofusion (its base"
+                             " generator) and vidm (its content generator)")
     out_dir = Path(out_dir)
     artefact = Path(artefact) if artefact is not None else out_dir / BASE_FILE
     obj = read_base_artefact(artefact, generator.base) if resume else None  # an unreadable one is moved aside
@@ -623,7 +624,8 @@ def pretrain_base(out_dir: Path | str, generator: nn.Module, dataset, cfg: Train
     if found is None:  # pragma: no cover - train always writes a final checkpoint
         raise WeightsError(f"base pretraining in {out_dir} wrote no checkpoint")
     _path, state = found
-    base_sd = {k[len("base."):]: v for k, v in state["ema"].items() if k.startswith("base.")}
+    prefix = next(name for name, module in work.named_children() if module is work.base) + "."  # VIDM: "content."
+    base_sd = {k[len(prefix):]: v for k, v in state["ema"].items() if k.startswith(prefix)}
     if dist_info().is_main:
         atomic_torch_save(artefact, {
             "format": BASE_FORMAT, "generator": getattr(work, "name", type(work).__name__),

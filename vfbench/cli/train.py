@@ -181,8 +181,8 @@ def train_cmd(
     device: Optional[str] = typer.Option(None, "--device", show_default='auto', help="auto, cpu, cuda or cuda:N."),
     lam: Optional[float] = typer.Option(None, "--lam", show_default="the preset's", help="VideoFusion: share of base noise in non-key frames, in [0, 1]."),
     mode: Optional[str] = typer.Option(None, "--mode", show_default='stopgrad', help="VideoFusion: stopgrad, no-stopgrad or fixed."),
-    pretrain_base_steps: Optional[int] = typer.Option(None, "--pretrain-base-steps", show_default='none', help="VideoFusion: first pretrain the base generator alone for N steps."),
-    base_init: Optional[str] = typer.Option(None, "--base-init", show_default='none', help="VideoFusion: start from a pretrained base (file, folder or name)."),
+    pretrain_base_steps: Optional[int] = typer.Option(None, "--pretrain-base-steps", show_default='none', help="VideoFusion: first pretrain the base generator alone for N steps (VIDM: its content generator)."),
+    base_init: Optional[str] = typer.Option(None, "--base-init", show_default='none', help="Start from a pretrained image DPM (file, folder or name): VideoFusion's base generator, VDM's spatial layers (a VideoFusion base), VIDM's content generator (a VIDM one)."),
     recipe: str = typer.Option("default", "--recipe", help="default (learns best: x0-prediction; VideoFusion's residual generator sees the keyframe and attends across frames) or paper (eps-prediction, per-frame residual generator without conditioning)."),
     prediction: Optional[str] = typer.Option(None, "--prediction", show_default="the recipe's", help="What the nets predict: x0, v or eps (overrides the recipe)."),
     residual_condition: Optional[str] = typer.Option(None, "--residual-condition", show_default="the recipe's", help="VideoFusion: keyframe_x0, keyframe_latent or none (overrides the recipe)."),
@@ -241,7 +241,7 @@ def train_cmd(
     gen = build_generator(generator, setup.generator_config, seed=setup.train_cfg.seed)
     if base_init is not None:
         if not hasattr(gen, "load_base_state"):
-            raise UsageError(f"--base-init applies to videofusion only; {generator!r} has no base generator")
+            raise UsageError(f"--base-init applies to videofusion, vdm and vidm; {generator!r} has no image DPM to start from")
         base_state, extra["base_init"] = read_base_state(base_init, store, base_module=gen.base)
         try:
             gen.load_base_state(base_state)
