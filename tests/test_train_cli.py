@@ -120,9 +120,17 @@ def test_videofusion_tiny_pretrain_train_sample(tmp_path, capsys):
     for k, v in base["state_dict"].items():
         assert torch.allclose(model[f"unet.{k}"], v, atol=1e-6), k
     assert json.loads((vdm_dir / "config.json").read_text())["extra"]["base_init"]["kind"] == "base-pretrain"
-    # ... but not VIDM's content generator, another architecture
+    # ... but not VIDM's content generator, another architecture, which has its own pretraining
     code, out, err = run_cli(capsys, "train", "vidm", *small, "--steps", "1", "--name", "vidm", "--base-init", "b")
     assert code != 0 and "does not fit this VIDM's content generator" in err and "Traceback" not in err
+    code, out, err = run_cli(capsys, "pretrain", "base", "--generator", "vidm", *small, "--steps", "1", "--name", "c")
+    assert code == 0, err
+    content = torch.load(Path(out.splitlines()[-1]), weights_only=True)["state_dict"]
+    code, out, err = run_cli(capsys, "train", "vidm", *small, "--steps", "1", "--name", "vidm", "--base-init", "c",
+                             "--lr", "1e-9")
+    assert code == 0, err
+    model = torch.load(Path(out.splitlines()[-1]) / "checkpoints/step-0000001.pt", weights_only=True)["model"]
+    assert all(torch.allclose(model[f"content.{k}"], v, atol=1e-6) for k, v in content.items())
 
     code, out, err = run_cli(capsys, "sample", "vf", "--num", "2", "--batch-size", "2", "--results", res,
                              "--no-progress", "--control", "steps=2", "--tag", "s")

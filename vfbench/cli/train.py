@@ -281,7 +281,7 @@ def train_cmd(
 
 @pretrain_app.command("base")
 def pretrain_base_cmd(
-    generator: str = typer.Option("videofusion", "--generator", help="Generator whose base is pretrained."),
+    generator: str = typer.Option("videofusion", "--generator", help="Whose image DPM: videofusion (its base generator, also what --base-init gives VDM) or vidm (its content generator)."),
     dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset whose frames are the images", show_default='shapes'),
     preset: Optional[str] = typer.Option(None, "--preset", show_default='small', help="Model size: tiny, small (default) or paper."),
     steps: Optional[int] = typer.Option(None, "--steps", show_default='1000', help="Pretraining steps."),
@@ -302,10 +302,11 @@ def pretrain_base_cmd(
     precision: Optional[str] = typer.Option(None, "--precision", show_default='fp32', help="fp32, bf16 (autocast on GPU or CPU; fast on CPUs with AMX-BF16 or AVX512-BF16), fp16 (GPU only) or auto (bf16 where it is native, else fp32)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ):
-    """Pretrain VideoFusion's base generator as an image DPM on single frames (paper Sec. 3.3).
+    """Pretrain VideoFusion's base generator as an image DPM on single frames (paper Sec. 3.3), or
+    with --generator vidm VIDM's content generator.
 
     Writes pretrained/NAME/base-pretrain.pt under the results folder; reuse it in any number of
-    runs with `vfbench train videofusion --base-init NAME`.
+    runs with `vfbench train videofusion --base-init NAME` (or `train vdm`, or `train vidm` for a VIDM one).
 
     Example: vfbench pretrain base --dataset shapes --preset small --steps 2000 --name shapes-base
     """
