@@ -297,8 +297,17 @@ def _notes(spec, plans, used, cols, protocol, dataset, cells) -> List[str]:
                        f"{'/'.join(paper_ex)} on 2048 clips in the paper)")
     if plan is not None:
         pre = max((p.pretrain_base_steps for p in plans), default=0)
-        base = (f"; VideoFusion's base first pretrained for {pre} image steps on single frames of the same data,"
-                " the paper's on LAION-5B (DALL-E 2's decoder)") if pre else ""
+        started = sorted({p.generator for p in plans if p.pretrain_base_steps > 0})
+        what = {"videofusion": "VideoFusion's base", "vdm": "VDM's spatial layers (from the same weights)",
+                "vidm": "VIDM's content generator"}
+        base = ""
+        if pre and started == ["videofusion"]:
+            base = (f"; VideoFusion's base first pretrained for {pre} image steps on single frames of the same data,"
+                    " the paper's on LAION-5B (DALL-E 2's decoder)")
+        elif pre:
+            base = (f"; {', '.join(what.get(g, g) for g in started)} first pretrained for {pre} image steps on"
+                    " single frames of the same data; in the papers VideoFusion's base is DALL-E 2's decoder"
+                    " (LAION-5B) and VDM and VIDM train from scratch")
         differs.append(f"training ({plan.steps} steps at the {plan.preset!r} preset here, far shorter"
                        f" than the papers' training{base})")
     if differs:

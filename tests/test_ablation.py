@@ -321,6 +321,10 @@ def test_demo_quick_end_to_end(tmp_path):
     assert len(recs) == 4 * 3 + 1  # 3 compared runs + 1 lambda run, 3 metrics each, and disentanglement
     for name in ("demo-quick-shapes-mini", "demo-quick-lambda-shapes-mini"):
         assert (store.root / "tables" / f"{name}.csv").is_file()
+    # the three compared runs start from image DPMs: one shared by VideoFusion and VDM, VIDM's own
+    assert sorted(p.name for p in (store.root / "pretrained").iterdir()) == [
+        "pretrained-base-shapes-tiny-16x16-p10-s0", "pretrained-vidm-base-shapes-tiny-16x16-p10-s0"]
+    assert "VDM's spatial layers (from the same weights)" in (store.root / "tables" / "demo-quick-shapes-mini.md").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(list(store.iter_records())) == len(recs)        # nothing re-evaluated
