@@ -79,7 +79,7 @@ class RunInfo:
 
     @property
     def is_base_pretraining(self) -> bool:
-        return self.plan.get("group") == "pretrain" or self.name.startswith("pretrained-base-")
+        return self.plan.get("group") == "pretrain" or self.name.startswith(("pretrained-base-", "pretrained-vidm-base-"))
 
 
 def _read_json_or_empty(path: Path) -> Dict[str, Any]:
