@@ -297,7 +297,8 @@ def _notes(spec, plans, used, cols, protocol, dataset, cells) -> List[str]:
                        f"{'/'.join(paper_ex)} on 2048 clips in the paper)")
     if plan is not None:
         pre = max((p.pretrain_base_steps for p in plans), default=0)
-        started = sorted({p.generator for p in plans if p.pretrain_base_steps > 0})
+        order = {"videofusion": 0, "vdm": 1, "vidm": 2}  # the table's row order: "from the same weights" reads on
+        started = sorted({p.generator for p in plans if p.pretrain_base_steps > 0}, key=lambda g: (order.get(g, 9), g))
         what = {"videofusion": "VideoFusion's base", "vdm": "VDM's spatial layers (from the same weights)",
                 "vidm": "VIDM's content generator"}
         base = ""
