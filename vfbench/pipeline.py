@@ -229,10 +229,11 @@ def check_plan(store: ResultsStore, plan: RunPlan) -> Path:
             diff = sorted(k for k in set(old or {}) | set(plan.identity())
                           if (old or {}).get(k) != plan.identity().get(k))
             raise UsageError(f"run {plan.name!r} in {store.root} was made with different settings"
-                             f" ({', '.join(diff)}); pass another --prefix or delete {run_dir}")
+                             f" ({', '.join(diff)}) (a default of this vfbench version may have changed); pass"
+                             f" another --prefix (ablate, compare) or --results DIR, or delete {run_dir}")
     elif (run_dir / "config.json").is_file():
         raise UsageError(f"run {plan.name!r} already exists in {store.root} but was not made by this"
-                         f" command; pass another --prefix or delete {run_dir}")
+                         f" command; pass another --prefix (ablate, compare) or --results DIR, or delete {run_dir}")
     return run_dir
 
 
