@@ -137,17 +137,10 @@ class VDM(Generator):
         state = dict(state_dict)
         if any(k.startswith("base.") for k in state):
             state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
-        own = self.unet.state_dict()
-        temporal = set(self.unet.temporal_parameter_names())
-        spatial = {k for k in own if k not in temporal}
-        missing = sorted(spatial - set(state))
-        unexpected = sorted(set(state) - set(own))
-        mismatched = [k for k in sorted(spatial & set(state)) if tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or mismatched:
-            detail = "; ".join(part for part in (
-                f"missing {missing[:3]}" if missing else "",
-                f"unexpected {unexpected[:3]}" if unexpected else "",
-                f"shape mismatch at {mismatched[:3]}" if mismatched else "") if part)
+        from vfbench.checkpoint import state_mismatch
+
+        detail = state_mismatch(self.unet.state_dict(), state, optional=self.unet.temporal_parameter_names())
+        if detail:
             raise WeightsError(f"the image-DPM checkpoint does not fit this VDM's U-Net ({detail}); pretrain it "
                                f"with the same preset, size, channels and num_classes")
         self.unet.load_spatial_state(state)

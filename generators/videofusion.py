@@ -440,15 +440,10 @@ class VideoFusion(Generator):
         state = dict(state_dict)
         if state and all(k.startswith("base.") for k in state) or any(k.startswith("residual.") for k in state):
             state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
-        own = self.base.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or mismatched:
-            detail = "; ".join(part for part in (
-                f"missing {missing[:3]}" if missing else "",
-                f"unexpected {unexpected[:3]}" if unexpected else "",
-                f"shape mismatch at {mismatched[:3]}" if mismatched else "") if part)
+        from vfbench.checkpoint import state_mismatch
+
+        detail = state_mismatch(self.base.state_dict(), state)
+        if detail:
             raise WeightsError(f"the base checkpoint does not fit this VideoFusion's base U-Net ({detail}); pretrain it "
                                f"with the same preset, size, channels and num_classes")
         self.base.load_state_dict(state, strict=True)

@@ -302,15 +302,10 @@ class VIDM(Generator):
         state = dict(state_dict)
         if any(k.startswith("content.") for k in state):
             state = {k[len("content."):]: v for k, v in state.items() if k.startswith("content.")}
-        own = self.content.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
-        mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-        if missing or unexpected or mismatched:
-            detail = "; ".join(part for part in (
-                f"missing {missing[:3]}" if missing else "",
-                f"unexpected {unexpected[:3]}" if unexpected else "",
-                f"shape mismatch at {mismatched[:3]}" if mismatched else "") if part)
+        from vfbench.checkpoint import state_mismatch
+
+        detail = state_mismatch(self.content.state_dict(), state)
+        if detail:
             raise WeightsError(f"the checkpoint does not fit this VIDM's content generator ({detail}); pretrain it with"
                                f" the same preset, size, channels and num_classes")
         self.content.load_state_dict(state, strict=True)

@@ -174,3 +174,18 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
         cuda = state["cuda"]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def state_mismatch(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor],
+                   optional: Iterable[str] = ()) -> str:
+    """Why ``state`` does not fit a module whose state dict is ``own`` ("" when it fits): the first missing,
+    unexpected and shape-mismatched keys. Keys in ``optional`` may be absent (a video U-Net's temporal
+    blocks when a 2D image DPM is loaded into it)."""
+    optional = set(optional)
+    missing = sorted(set(own) - set(state) - optional)
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    return "; ".join(part for part in (
+        f"missing {missing[:3]}" if missing else "",
+        f"unexpected {unexpected[:3]}" if unexpected else "",
+        f"shape mismatch at {mismatched[:3]}" if mismatched else "") if part)
