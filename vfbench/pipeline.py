@@ -49,7 +49,7 @@ class RunPlan:
     lr: Optional[float] = None                # None: the trainer's default
     precision: Optional[str] = None           # None: the trainer's default (fp32); "auto", "bf16", ...
     generator_overrides: Dict[str, Any] = field(default_factory=dict)
-    pretrain_base_steps: int = 0              # VideoFusion / VDM: image-DPM pretraining of the base first
+    pretrain_base_steps: int = 0              # image-DPM pretraining first (VideoFusion's base, shared by VDM; VIDM's content net)
     variant: str = ""                         # the table row this run fills (label)
     group: str = ""                           # the table (ablation name, "compare", ...)
 
