@@ -28,7 +28,7 @@ import torch
 from vfbench.clips import unit_to_uint8
 from vfbench.diffusion import (SAMPLERS, DiffusionSchedule, classifier_free_guidance, q_sample, sample_timesteps,
                                schedule_names)
-from vfbench.errors import UsageError, WeightsError, check_range, did_you_mean
+from vfbench.errors import UsageError, check_range, did_you_mean
 from vfbench.generator import Generator
 from vfbench.nets.unet import UNet, UNetConfig, unet_preset
 from vfbench.prediction import (check_min_snr_gamma, check_prediction, loss_weights, output_to_eps,
@@ -134,15 +134,11 @@ class VDM(Generator):
         images instead; VideoFusion Sec. 4.4 re-implements VDM "based on the base generator"); it gives
         VDM the same image pretraining as a ``--base-init`` VideoFusion. Accepts the base's own state dict
         or a whole VideoFusion one (its ``base.*`` weights)."""
-        state = dict(state_dict)
-        if any(k.startswith("base.") for k in state):
-            state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
-        from vfbench.checkpoint import state_mismatch
+        from vfbench.checkpoint import check_state_fits, submodule_state
 
-        detail = state_mismatch(self.unet.state_dict(), state, optional=self.unet.temporal_parameter_names())
-        if detail:
-            raise WeightsError(f"the image-DPM checkpoint does not fit this VDM's U-Net ({detail}); pretrain it "
-                               f"with the same preset, size, channels and num_classes")
+        state = submodule_state(state_dict, "base.")
+        check_state_fits(self.unet.state_dict(), state, "the image-DPM checkpoint does not fit this VDM's U-Net",
+                         optional=self.unet.temporal_parameter_names())
         self.unet.load_spatial_state(state)
 
     # -- the denoiser -------------------------------------------------------------------------

@@ -440,12 +440,9 @@ class VideoFusion(Generator):
         state = dict(state_dict)
         if state and all(k.startswith("base.") for k in state) or any(k.startswith("residual.") for k in state):
             state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
-        from vfbench.checkpoint import state_mismatch
+        from vfbench.checkpoint import check_state_fits
 
-        detail = state_mismatch(self.base.state_dict(), state)
-        if detail:
-            raise WeightsError(f"the base checkpoint does not fit this VideoFusion's base U-Net ({detail}); pretrain it "
-                               f"with the same preset, size, channels and num_classes")
+        check_state_fits(self.base.state_dict(), state, "the base checkpoint does not fit this VideoFusion's base U-Net")
         self.base.load_state_dict(state, strict=True)
         self.base_pretrained.fill_(True)
 

@@ -30,7 +30,7 @@ import torch
 from vfbench.clips import check_clips, uint8_to_unit, unit_to_uint8
 from vfbench.diffusion import (DPMSolverPP2M, DiffusionSchedule, check_sampler, ddim_step, ddpm_step,
                                q_sample, resolve_eta, schedule_names, timestep_pairs)
-from vfbench.errors import UsageError, WeightsError, check_range, did_you_mean
+from vfbench.errors import UsageError, check_range, did_you_mean
 from vfbench.generator import Generator, make_generator
 from vfbench.generators.vidm_nets import ContentDenoiser, MotionDenoiser
 from vfbench.prediction import check_prediction, output_to_eps, prediction_target
@@ -237,9 +237,8 @@ class VIDM(Generator):
         cfg = self.config
         video = batch["video"]
         check_clips(video, "batch['video']", min_frames=2, channels=cfg.channels)
-        b, num_frames, _, h, w = video.shape
-        if (h, w) != (cfg.size, cfg.size):
-            raise UsageError(f"clips are {h}x{w} but this VIDM was built for size {cfg.size}; build it with size={h} or resize the clips")
+        b, num_frames = video.shape[:2]
+        self._check_frame_size(video)
         if num_frames > cfg.frame_capacity:
             raise UsageError(f"clips have {num_frames} frames but max_frames is {cfg.frame_capacity}; raise max_frames to at least {num_frames}")
         dev = self.device
@@ -263,6 +262,12 @@ class VIDM(Generator):
 
         return {"loss": content_loss + motion_loss,
                 "content_loss": content_loss.detach(), "motion_loss": motion_loss.detach()}
+
+    def _check_frame_size(self, video: torch.Tensor) -> None:
+        h, w = video.shape[-2:]
+        if (h, w) != (self.config.size, self.config.size):
+            raise UsageError(f"clips are {h}x{w} but this VIDM was built for size {self.config.size}; build it with"
+                             f" size={h} or resize the clips")
 
     def _content_loss(self, x: torch.Tensor, labels: Optional[torch.Tensor], g: torch.Generator) -> torch.Tensor:
         """The content generator's term, eps_theta(x_t, c, t) on one frame per clip (Eq. 4)."""
@@ -290,24 +295,17 @@ class VIDM(Generator):
         cfg = self.config
         video = batch["video"]
         check_clips(video, "batch['video']", min_frames=1, channels=cfg.channels)
-        if tuple(video.shape[-2:]) != (cfg.size, cfg.size):
-            raise UsageError(f"clips are {video.shape[-2]}x{video.shape[-1]} but this VIDM was built for size {cfg.size};"
-                             f" build it with size={video.shape[-2]} or resize the clips")
+        self._check_frame_size(video)
         g = generator if generator is not None else torch.default_generator
         x = uint8_to_unit(video.to(self.device))
         return {"loss": self._content_loss(x, self._vidm_labels(batch.get("label"), x.shape[0], self.device), g)}
 
     def load_base_state(self, state_dict: Dict[str, torch.Tensor]) -> None:
         """Load a pretrained content generator (strict): its own state dict or a whole VIDM one."""
-        state = dict(state_dict)
-        if any(k.startswith("content.") for k in state):
-            state = {k[len("content."):]: v for k, v in state.items() if k.startswith("content.")}
-        from vfbench.checkpoint import state_mismatch
+        from vfbench.checkpoint import check_state_fits, submodule_state
 
-        detail = state_mismatch(self.content.state_dict(), state)
-        if detail:
-            raise WeightsError(f"the checkpoint does not fit this VIDM's content generator ({detail}); pretrain it with"
-                               f" the same preset, size, channels and num_classes")
+        state = submodule_state(state_dict, "content.")
+        check_state_fits(self.content.state_dict(), state, "the checkpoint does not fit this VIDM's content generator")
         self.content.load_state_dict(state, strict=True)
 
     def param_groups(self, lr: float) -> List[Dict[str, Any]]:

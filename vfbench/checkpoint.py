@@ -176,16 +176,27 @@ def restore_rng_state(state: Dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
 
 
-def state_mismatch(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor],
-                   optional: Iterable[str] = ()) -> str:
-    """Why ``state`` does not fit a module whose state dict is ``own`` ("" when it fits): the first missing,
-    unexpected and shape-mismatched keys. Keys in ``optional`` may be absent (a video U-Net's temporal
-    blocks when a 2D image DPM is loaded into it)."""
+def submodule_state(state_dict: Dict[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
+    """A submodule's own state dict: ``state_dict`` itself, or its ``prefix`` entries with the prefix removed
+    when it holds any (a whole generator's state dict)."""
+    state = dict(state_dict)
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return state
+
+
+def check_state_fits(own: Dict[str, torch.Tensor], state: Dict[str, torch.Tensor], what: str,
+                     optional: Iterable[str] = ()) -> None:
+    """Raise one WeightsError, "``what`` (first missing, unexpected and shape-mismatched keys); pretrain it
+    with ...", unless ``state`` fits a module whose state dict is ``own``. Keys in ``optional`` may be absent
+    (a video U-Net's temporal blocks when a 2D image DPM is loaded into it)."""
     optional = set(optional)
     missing = sorted(set(own) - set(state) - optional)
     unexpected = sorted(set(state) - set(own))
     mismatched = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-    return "; ".join(part for part in (
+    detail = "; ".join(part for part in (
         f"missing {missing[:3]}" if missing else "",
         f"unexpected {unexpected[:3]}" if unexpected else "",
         f"shape mismatch at {mismatched[:3]}" if mismatched else "") if part)
+    if detail:
+        raise WeightsError(f"{what} ({detail}); pretrain it with the same preset, size, channels and num_classes")

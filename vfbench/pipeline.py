@@ -291,7 +291,7 @@ def pretrained_base(store: ResultsStore, plan: RunPlan, dataset, progress: bool 
     # a VDM plan starts its U-Net's spatial layers from VideoFusion's base (VDM.load_base_state), so the two
     # rows of a table share one pretraining; VIDM pretrains its own content generator
     who = plan.pretraining_generator
-    cfg = generator_config(replace(plan, generator=who, generator_overrides={}), with_overrides=False)
+    cfg = generator_config(replace(plan, generator=who), with_overrides=False)
     tcfg = _train_config(plan, plan.pretrain_base_steps)
     prepare_run_dir(out_dir, who, cfg, plan.dataset_kwargs(), tcfg, resume=True,
                     extra={"kind": "base-pretrain", "preset": plan.preset})
