@@ -217,3 +217,15 @@ def test_resume_of_a_run_recorded_with_another_sampler(tmp_path, capsys):
     assert code == 0, err
     cfg = json.loads((Path(out.splitlines()[-1]) / "config.json").read_text())["generator_config"]
     assert (cfg["sampler"], cfg["sampling_steps"]) == ("dpmpp_2m", 10)
+
+
+def test_image_dpm_options_on_generators_without_one_are_one_sentence(tmp_path, capsys):
+    res = str(tmp_path / "res")
+    small = ["--dataset", "shapes", "--frames", "4", "--size", "8", "--batch-size", "2", "--results", res,
+             "--no-progress", "--device", "cpu", "--steps", "1"]
+    code, _, err = run_cli(capsys, "train", "toy-test", *small, "--name", "t", "--base-init", "anything")
+    assert code == 2 and "--base-init applies to videofusion, vdm and vidm" in err and "Traceback" not in err
+    code, _, err = run_cli(capsys, "train", "vdm", *small, "--preset", "tiny", "--name", "v",
+                           "--pretrain-base-steps", "1")
+    assert code == 2 and "no separate image DPM to pretrain" in err and "Traceback" not in err
+    assert not (tmp_path / "res" / "runs" / "v").exists()  # refused before the run folder was made

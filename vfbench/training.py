@@ -584,6 +584,15 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
 
 
 # -- VideoFusion: pretraining the base generator (spec Sec. 4) --------------------------------------
+def check_pretrainable(generator: nn.Module) -> None:
+    """Refuse a generator without a separate image DPM (``base``, ``pretrain_loss``, ``load_base_state``)."""
+    for attr in ("base", "pretrain_loss", "load_base_state"):
+        if not hasattr(generator, attr):
+            raise UsageError(f"generator {getattr(generator, 'name', type(generator).__name__)!r} has no"
+                             " separate image DPM to pretrain; --pretrain-base-steps is for videofusion (its base"
+                             " generator) and vidm (its content generator)")
+
+
 def pretrain_base(out_dir: Path | str, generator: nn.Module, dataset, cfg: TrainConfig, resume: bool = False,
                   progress: bool = True, dataset_info: Optional[Dict[str, Any]] = None,
                   artefact: Optional[Path | str] = None) -> Path:
@@ -601,11 +610,7 @@ def pretrain_base(out_dir: Path | str, generator: nn.Module, dataset, cfg: Train
     from vfbench.atomic import atomic_torch_save
     from vfbench.runs import BASE_FILE, BASE_FORMAT, read_base_artefact
 
-    for attr in ("base", "pretrain_loss", "load_base_state"):
-        if not hasattr(generator, attr):
-            raise UsageError(f"generator {getattr(generator, 'name', type(generator).__name__)!r} has no"
-                             " separate image DPM to pretrain; --pretrain-base-steps is for videofusion (its base"
-                             " generator) and vidm (its content generator)")
+    check_pretrainable(generator)
     out_dir = Path(out_dir)
     artefact = Path(artefact) if artefact is not None else out_dir / BASE_FILE
     obj = read_base_artefact(artefact, generator.base) if resume else None  # an unreadable one is moved aside

@@ -248,6 +248,9 @@ def train_cmd(
         except WeightsError as exc:  # the generator's message does not know which file it was
             raise WeightsError(f"--base-init {extra['base_init']['source']}: {exc}") from None
     if pretrain_base_steps is not None:
+        from vfbench.training import check_pretrainable
+
+        check_pretrainable(gen)  # before the run folder exists
         extra["pretrain_base_steps"] = pretrain_base_steps
     from vfbench.training import check_not_training
 
