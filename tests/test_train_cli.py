@@ -131,6 +131,19 @@ def test_videofusion_tiny_pretrain_train_sample(tmp_path, capsys):
     assert code == 0, err
     model = torch.load(Path(out.splitlines()[-1]) / "checkpoints/step-0000001.pt", weights_only=True)["model"]
     assert all(torch.allclose(model[f"content.{k}"], v, atol=1e-6) for k, v in content.items())
+    # the weights of an x0-predicting image DPM fit a v-predicting model but mean something else: refused,
+    # from the artefact and from a run folder alike, before any run folder is made
+    for source in ("b", "vf"):
+        code, out, err = run_cli(capsys, "train", "vdm", *small, "--steps", "1", "--name", f"v-{source}",
+                                 "--base-init", source, "--prediction", "v")
+        assert code != 0 and "was trained with prediction='x0' but this vdm uses prediction='v'" in err, err
+        assert "Traceback" not in err and not (Path(res) / "runs" / f"v-{source}").exists()
+    code, out, err = run_cli(capsys, "pretrain", "base", *small, "--steps", "1", "--name", "bv", "--prediction", "v")
+    assert code == 0, err
+    assert torch.load(Path(out.splitlines()[-1]), weights_only=True)["generator_config"]["prediction"] == "v"
+    code, out, err = run_cli(capsys, "train", "vdm", *small, "--steps", "1", "--name", "vdm-v", "--base-init", "bv",
+                             "--prediction", "v")
+    assert code == 0, err
 
     code, out, err = run_cli(capsys, "sample", "vf", "--num", "2", "--batch-size", "2", "--results", res,
                              "--no-progress", "--control", "steps=2", "--tag", "s")

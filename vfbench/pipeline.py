@@ -318,7 +318,7 @@ def train_step(store: ResultsStore, plan: RunPlan, progress: bool = True) -> Pat
     adopt_recorded_sampling(gen, run_dir)  # a run resumed across a change of the default sampler keeps its own
     if plan.base_run_name and trained_step(run_dir) == 0:
         artefact = pretrained_base(store, plan, dataset, progress)
-        state, _desc = read_base_state(artefact)
+        state, _desc = read_base_state(artefact, generator=gen)
         gen.load_base_state(state)
     train(run_dir, gen, dataset, tcfg, resume=True, progress=progress)
     return run_dir

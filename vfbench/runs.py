@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import torch
 
@@ -247,14 +247,34 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
+# What a base's outputs mean: weights trained under another parameterisation or noise schedule fit the
+# module but compute other numbers (an x0-predicting base read as v-predicting denoises nothing)
+BASE_SEMANTICS = ("prediction", "schedule", "num_timesteps")
+
+
+def check_base_semantics(made_with: Mapping[str, Any], generator: Any, source: str) -> None:
+    """Refuse a pretrained base whose recorded ``BASE_SEMANTICS`` differ from ``generator``'s (one WeightsError
+    naming the option and both values). A file that records no config (a plain state dict) is not checked."""
+    name = getattr(generator, "name", type(generator).__name__)
+    for key in BASE_SEMANTICS:
+        theirs, ours = made_with.get(key), getattr(getattr(generator, "config", None), key, None)
+        if theirs is not None and ours is not None and theirs != ours:
+            flag = "--" + key.replace("_", "-")
+            raise WeightsError(f"--base-init {source} was trained with {key}={theirs!r} but this {name} uses "
+                               f"{key}={ours!r}, so its outputs would mean something else; pretrain a base with "
+                               f"{key}={ours!r} (vfbench pretrain base {flag} ...) or train with {key}={theirs!r}")
+
+
 def read_base_state(source: Any, store: Optional[ResultsStore] = None,
-                    base_module: Optional[torch.nn.Module] = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+                    base_module: Optional[torch.nn.Module] = None,
+                    generator: Any = None) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """The state dict of a pretrained base U-Net and a description of where it came from.
 
     ``source``: a ``base-pretrain.pt`` file, a folder holding one (``vfbench pretrain base`` output
     or a run trained with ``--pretrain-base-steps``), a training checkpoint or run folder (its EMA
     ``base.*`` weights), or a name under ``pretrained/`` or ``runs/`` of the results directory.
-    ``base_module`` (the base the weights are for) bounds the bytes the file may declare. A file that
+    ``base_module`` (the base the weights are for) bounds the bytes the file may declare; ``generator`` (the
+    one the weights are for) is checked against the config the base was trained with (``check_base_semantics``). A file that
     cannot be loaded is one WeightsError naming it; inside the results directory (a vfbench artefact
     that ``--resume`` rebuilds) it is also moved into ``unreadable/`` beside it, so the retry is not blocked.
     """
@@ -272,6 +292,8 @@ def read_base_state(source: Any, store: Optional[ResultsStore] = None,
             if not hasattr(gen, "base"):
                 raise WeightsError(f"run {p} is a {info['generator']!r} run without a base generator; pass a"
                                    " VideoFusion run or a base-pretrain.pt file to --base-init")
+            if generator is not None:
+                check_base_semantics(info.get("generator_config") or {}, generator, str(p))
             return gen.base.state_dict(), {"source": str(p), "step": info["step"], "kind": "run"}
     if not p.is_file():
         raise UsageError(f"--base-init {source!r} is neither a file, a folder with {BASE_FILE}, a run folder,"
@@ -307,6 +329,8 @@ def read_base_state(source: Any, store: Optional[ResultsStore] = None,
             raise WeightsError(f"{exc} (the file was moved to {dest})") from None
         raise
     step = obj.get("step") if isinstance(obj, dict) else None
+    if generator is not None and kind != "state_dict" and isinstance(obj.get("generator_config"), dict):
+        check_base_semantics(obj["generator_config"], generator, str(p))
     desc = dict({"source": str(p), "sha256": sha256_file(p), "kind": kind},
                 **({"step": step} if kind != "state_dict" else {}))
     return dict(sd), desc

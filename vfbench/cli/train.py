@@ -242,7 +242,7 @@ def train_cmd(
     if base_init is not None:
         if not hasattr(gen, "load_base_state"):
             raise UsageError(f"--base-init applies to videofusion, vdm and vidm; {generator!r} has no image DPM to start from")
-        base_state, extra["base_init"] = read_base_state(base_init, store, base_module=gen.base)
+        base_state, extra["base_init"] = read_base_state(base_init, store, base_module=gen.base, generator=gen)
         try:
             gen.load_base_state(base_state)
         except WeightsError as exc:  # the generator's message does not know which file it was
@@ -295,6 +295,7 @@ def pretrain_base_cmd(
     size: Optional[int] = typer.Option(None, "--size", help="Frame height and width", show_default='64'),
     data_root: Optional[Path] = typer.Option(None, "--data-root", show_default='none (built-in dataset)', help="Folder of a real dataset."),
     class_cond: bool = typer.Option(False, "--class-cond", help="Class-conditional base (labelled datasets)."),
+    prediction: Optional[str] = typer.Option(None, "--prediction", show_default="x0", help="What the image DPM predicts: x0, v or eps; the joint model that loads it (--base-init) must predict the same."),
     name: Optional[str] = typer.Option(None, "--name", help="Name of the artefact", show_default='GENERATOR-base-DATASET'),
     results: Optional[Path] = typer.Option(None, "--results", help="Results directory", show_default='./vfbench-results or VFBENCH_HOME'),
     config: Optional[Path] = typer.Option(None, "--config", show_default='none', help="YAML/TOML/JSON with generator:, train:, dataset: sections."),
@@ -326,7 +327,7 @@ def pretrain_base_cmd(
         _train_overrides(name=dataset, frames=frames, size=size, data_root=data_root),
         _train_overrides(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, seed=seed, device=device,
                          precision=precision),
-        {}, class_cond)
+        _train_overrides(prediction=prediction), class_cond)
     store = ResultsStore.open(results)
     art_name = check_run_name(name or f"{generator}-base-{setup.dataset_kwargs['name']}")
     from vfbench.training import check_not_training
