@@ -92,6 +92,10 @@ class VideoFusionConfig:
     num_classes: int = 0
     noise_sharing: Literal["none", "labels"] = "none"  # Sec. 4.7: share b by content, r by motion labels
     prediction: Literal["eps", "v", "x0"] = "x0"  # what both nets predict (vfbench.prediction); the paper: eps
+    # What the base generator (the image DPM) predicts when it differs from ``prediction``; None: the same.
+    # README "VideoFusion: departures": v-prediction draws sharper images and textures, while an
+    # x0-predicting residual generator keeps a clip's shape coherent
+    base_prediction: Optional[Literal["eps", "v", "x0"]] = None
     min_snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
     residual_condition: Literal["keyframe", "keyframe_x0", "keyframe_latent", "none"] = "keyframe"  # RESIDUAL_CONDITIONS
     # The residual generator as a video U-Net (temporal attention across the clip's frames, VDM-style) instead
@@ -111,6 +115,8 @@ class VideoFusionConfig:
         if self.schedule not in schedule_names():
             raise UsageError(f"videofusion.schedule must be one of {', '.join(schedule_names())}, got {self.schedule!r}")
         check_prediction(self.prediction, "videofusion.prediction")
+        if self.base_prediction is not None:
+            check_prediction(self.base_prediction, "videofusion.base_prediction")
         check_min_snr_gamma(self.min_snr_gamma, "videofusion.min_snr_gamma")
         for name, allowed in (("mode", MODES), ("sampler", SAMPLERS), ("noise_sharing", NOISE_SHARING),
                               ("residual_condition", RESIDUAL_CONDITIONS), ("keyframe_pass", KEYFRAME_PASSES)):
@@ -168,7 +174,7 @@ class VideoFusion(Generator):
     name = "videofusion"
     Config = VideoFusionConfig
     LEGACY_DEFAULTS = {"prediction": "eps", "min_snr_gamma": 0.0, "residual_condition": "none",
-                       "residual_temporal": False, "keyframe_pass": "chain"}
+                       "residual_temporal": False, "keyframe_pass": "chain", "base_prediction": None}
 
     def __init__(self, config: VideoFusionConfig):
         super().__init__(config)
@@ -194,6 +200,11 @@ class VideoFusion(Generator):
         residual = unet_preset(preset, "residual", num_classes=num_classes, num_frame_indices=frames)
         return VideoFusionConfig(base=base, residual=residual, frames=frames, size=size, num_classes=num_classes,
                                  **overrides)
+
+    @property
+    def base_prediction(self) -> str:
+        """What the base generator's output is (``config.base_prediction``, else ``config.prediction``)."""
+        return self.config.base_prediction or self.config.prediction
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -230,7 +241,7 @@ class VideoFusion(Generator):
         else:
             base_out = self.base(z_key, t, class_labels=class_labels)
         if base_out is not None:
-            base_hat = output_to_eps(self.schedule, z_key, t, base_out, cfg.prediction)
+            base_hat = output_to_eps(self.schedule, z_key, t, base_out, self.base_prediction)
         base_used = base_hat.detach() if stop_gradient else base_hat
         out: Dict[str, Any] = {"base_out": base_out, "base_hat": base_hat, "base_used": base_used,
                                "residual_out": None, "residual_hat": None, "z_prime": None, "process": None}
@@ -285,7 +296,7 @@ class VideoFusion(Generator):
         if kind == "keyframe" and keyframe is not None:
             return keyframe.to(z_key.dtype)
         if base_out is not None:
-            x0 = output_to_x0(self.schedule, z_key, t, base_out, self.config.prediction)
+            x0 = output_to_x0(self.schedule, z_key, t, base_out, self.base_prediction)
         else:
             x0 = output_to_x0(self.schedule, z_key, t, base_hat, "eps")
         x0 = x0.clamp(-1.0, 1.0)
@@ -322,7 +333,7 @@ class VideoFusion(Generator):
                           scale: float) -> torch.Tensor:
         """``bhat`` of the keyframe alone (the base generator as an image DPM), with classifier-free guidance."""
         def bhat(z, tt, labels):
-            return output_to_eps(self.schedule, z, tt, self.base(z, tt, class_labels=labels), self.config.prediction)
+            return output_to_eps(self.schedule, z, tt, self.base(z, tt, class_labels=labels), self.base_prediction)
 
         if class_labels is None or self.config.num_classes == 0 or scale == 1.0:
             return bhat(z_key, t, class_labels)
@@ -384,8 +395,9 @@ class VideoFusion(Generator):
         cfg = self.config
         weights = loss_weights(self.schedule, t, cfg.prediction, cfg.min_snr_gamma, like=z_t)
         # the error terms in float32 even when the nets run under autocast
-        key_target = prediction_target(self.schedule, x0[:, self.key], eps[:, self.key], t, cfg.prediction)
-        loss_key = weighted_mse(parts["base_out"], key_target, weights)
+        key_target = prediction_target(self.schedule, x0[:, self.key], eps[:, self.key], t, self.base_prediction)
+        key_weights = loss_weights(self.schedule, t, self.base_prediction, cfg.min_snr_gamma, like=z_t)
+        loss_key = weighted_mse(parts["base_out"], key_target, key_weights)
         if parts["residual_out"] is None:
             return {"loss": loss_key, "loss_key": loss_key, "loss_residual": torch.zeros_like(loss_key)}
         lam_t = lambda_tensor([self.lam[i] for i in self.others], eps)
@@ -430,8 +442,8 @@ class VideoFusion(Generator):
         eps = torch.randn(x0.shape, generator=g, device=g.device).to(self.device, x0.dtype)
         labels = self._training_labels(batch, size, g)
         labels = labels.to(self.device) if labels is not None else None
-        target = prediction_target(self.schedule, x0, eps, t, self.config.prediction)
-        weights = loss_weights(self.schedule, t, self.config.prediction, self.config.min_snr_gamma, like=x0)
+        target = prediction_target(self.schedule, x0, eps, t, self.base_prediction)
+        weights = loss_weights(self.schedule, t, self.base_prediction, self.config.min_snr_gamma, like=x0)
         out = self.base(q_sample(self.schedule, x0, t, eps), t, class_labels=labels)
         return {"loss": weighted_mse(out, target, weights)}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -173,6 +174,35 @@ def test_pipeline_refuses_a_run_made_for_another_plan(tmp_path, fakes):
     store.save_run_config("ablate-lambda-0.50-shapes-s0", {"generator": "videofusion"})
     with pytest.raises(UsageError, match="not made by this command"):
         execute(store, expand(lambda_spec([0.5]), ExpandOptions())[0], EvalPlan(metrics=METRICS))
+
+
+def test_runs_made_before_a_new_generator_field_are_reused(tmp_path, fakes):
+    # a plan pinned (and a run config saved) by a version without base_prediction: the field's legacy value
+    # (None, the base predicts what the residual generator does) is how it was made, so it is not "different"
+    from vfbench.pipeline import PLAN_FILE
+    from vfbench.runs import prepare_run_dir
+
+    store = ResultsStore(tmp_path)
+    plan = expand(lambda_spec([0.25]), ExpandOptions(steps=10))[0]
+    execute(store, plan, EvalPlan(metrics=METRICS))
+    pinned = store.run_dir(plan.name) / PLAN_FILE
+    data = json.loads(pinned.read_text())
+    data["identity"]["generator_config"].pop("base_prediction")
+    pinned.write_text(json.dumps(data))
+    out = execute(store, plan, EvalPlan(metrics=METRICS))
+    assert not out.trained and not out.evaluated
+    cfg_path = tmp_path / "r" / "config.json"
+    gcfg = pipeline.generator_config(plan)
+    prepare_run_dir(cfg_path.parent, "videofusion", gcfg, {"name": "shapes"}, {"steps": 1})
+    (cfg_path.parent / "checkpoints").mkdir()
+    (cfg_path.parent / "checkpoints" / "step-0000001.pt").write_bytes(b"x")  # progress: a resume compares configs
+    old = json.loads(cfg_path.read_text())
+    old["generator_config"].pop("base_prediction")
+    cfg_path.write_text(json.dumps(old))
+    prepare_run_dir(cfg_path.parent, "videofusion", gcfg, {"name": "shapes"}, {"steps": 2}, resume=True)
+    with pytest.raises(UsageError, match="differs in generator_config.lam"):
+        prepare_run_dir(cfg_path.parent, "videofusion", dataclasses.replace(gcfg, lam=0.3), {"name": "shapes"},
+                        {"steps": 2}, resume=True)
 
 
 def test_run_table_writes_tables_and_reruns_free(tmp_path, fakes):

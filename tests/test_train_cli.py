@@ -137,6 +137,7 @@ def test_videofusion_tiny_pretrain_train_sample(tmp_path, capsys):
         code, out, err = run_cli(capsys, "train", "vdm", *small, "--steps", "1", "--name", f"v-{source}",
                                  "--base-init", source, "--prediction", "v")
         assert code != 0 and "was trained with prediction='x0' but this vdm uses prediction='v'" in err, err
+        assert "or train with --prediction x0" in err
         assert "Traceback" not in err and not (Path(res) / "runs" / f"v-{source}").exists()
     code, out, err = run_cli(capsys, "pretrain", "base", *small, "--steps", "1", "--name", "bv", "--prediction", "v")
     assert code == 0, err
@@ -144,6 +145,15 @@ def test_videofusion_tiny_pretrain_train_sample(tmp_path, capsys):
     code, out, err = run_cli(capsys, "train", "vdm", *small, "--steps", "1", "--name", "vdm-v", "--base-init", "bv",
                              "--prediction", "v")
     assert code == 0, err
+    # VideoFusion may keep its residual generator's parameterisation and give the base the image DPM's
+    code, out, err = run_cli(capsys, "train", "videofusion", *small, "--steps", "1", "--name", "vf-bv",
+                             "--base-init", "bv")
+    assert code != 0 and "train with --base-prediction v" in err and "Traceback" not in err
+    code, out, err = run_cli(capsys, "train", "videofusion", *small, "--steps", "1", "--name", "vf-bv",
+                             "--base-init", "bv", "--base-prediction", "v")
+    assert code == 0, err
+    assert json.loads((Path(out.splitlines()[-1]) / "config.json").read_text())["generator_config"][
+        "base_prediction"] == "v"
 
     code, out, err = run_cli(capsys, "sample", "vf", "--num", "2", "--batch-size", "2", "--results", res,
                              "--no-progress", "--control", "steps=2", "--tag", "s")

@@ -554,10 +554,13 @@ def test_paper_recipe_is_eps_prediction_without_residual_conditioning():
 
 
 @pytest.mark.parametrize("temporal", [False, True])
-@pytest.mark.parametrize("prediction", ("eps", "v", "x0"))
-def test_exact_outputs_give_the_exact_noise_in_every_parameterisation(prediction, temporal):
-    # Eq. 12-13 in each parameterisation: nets that output their exact targets give back the exact frame noise
-    model = make(prediction=prediction, residual_condition="none", lam=0.6, residual_temporal=temporal)
+@pytest.mark.parametrize("prediction, base_prediction", [("eps", None), ("v", None), ("x0", None), ("x0", "v"),
+                                                         ("v", "eps")])
+def test_exact_outputs_give_the_exact_noise_in_every_parameterisation(prediction, base_prediction, temporal):
+    # Eq. 12-13 in each parameterisation (the base's own where base_prediction is set): nets that output their
+    # exact targets give back the exact frame noise
+    model = make(prediction=prediction, base_prediction=base_prediction, residual_condition="none", lam=0.6,
+                 residual_temporal=temporal)
     x0 = uint8_to_unit(moving_squares()).double()
     g = gen(4)
     t, base, residual = model.training_noise({}, x0.shape, g)
@@ -565,7 +568,7 @@ def test_exact_outputs_give_the_exact_noise_in_every_parameterisation(prediction
     from vfbench.prediction import prediction_target
 
     z, eps = decomposed_q_sample(model.schedule, x0, t, base.double(), residual.double(), model.lam)
-    key_target = prediction_target(model.schedule, x0[:, KEY], eps[:, KEY], t, prediction)
+    key_target = prediction_target(model.schedule, x0[:, KEY], eps[:, KEY], t, base_prediction or prediction)
     others = [i for i in range(FRAMES) if i != KEY]
     from vfbench.generators.videofusion_noise import residual_process, residual_target
 
@@ -638,6 +641,28 @@ def test_renoised_keyframe_pass_gives_the_residual_net_training_latents():
     # the same noises through the "chain" pass: the same keyframe, other non-key frames
     chain = model.sample(2, gen(0), base_noise=b_T, residual_noise=r_T, sampler="ddim", steps=4, keyframe_pass="chain")
     assert torch.equal(chain[:, KEY], clips[:, KEY]) and not torch.equal(chain, clips)
+
+
+def test_base_prediction_trains_the_base_in_its_own_parameterisation():
+    # the keyframe term and the image-DPM pretraining target the base's parameterisation (here v), the residual
+    # term the residual generator's (x0): with a base that outputs exactly its v target, the keyframe loss is 0
+    from vfbench.generators.videofusion_noise import decomposed_q_sample
+    from vfbench.prediction import prediction_target
+
+    model = make(prediction="x0", base_prediction="v")
+    assert model.base_prediction == "v" and make().base_prediction == "x0"
+    clips = moving_squares()
+    x0 = uint8_to_unit(clips)
+    t, base, residual = model.training_noise({}, x0.shape, gen(3))
+    _z, eps = decomposed_q_sample(model.schedule, x0, t, base, residual, model.lam)
+    v_target = prediction_target(model.schedule, x0[:, KEY], eps[:, KEY], t, "v")
+    model.base.forward = lambda x, tt, **kw: v_target
+    assert model.loss({"video": clips}, gen(3))["loss_key"].item() < 1e-10
+    data = model.config_dict()
+    data.pop("base_prediction")  # a config saved before the option: the base predicted what the residual did
+    assert VideoFusion.from_config_dict(data).base_prediction == "x0"
+    with pytest.raises(UsageError, match="videofusion.base_prediction"):
+        make(base_prediction="noise")
 
 
 def test_runs_recorded_before_keyframe_pass_sample_as_they_did():

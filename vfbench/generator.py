@@ -125,9 +125,14 @@ class Generator(nn.Module):
         return to_dict(self.config)
 
     @classmethod
+    def with_legacy_defaults(cls, data: Dict[str, Any]) -> Dict[str, Any]:
+        """A saved config dict with the fields it predates filled in by the values that reproduce how it was
+        made (``LEGACY_DEFAULTS``), so that it compares equal to the same config saved by this version."""
+        return {**{k: v for k, v in cls.LEGACY_DEFAULTS.items() if k not in data}, **data}
+
+    @classmethod
     def from_config_dict(cls, data: Dict[str, Any]) -> "Generator":
-        data = {**{k: v for k, v in cls.LEGACY_DEFAULTS.items() if k not in data}, **data}
-        return cls(from_dict(cls.Config, data, where=f"{cls.name} config"))
+        return cls(from_dict(cls.Config, cls.with_legacy_defaults(data), where=f"{cls.name} config"))
 
     @property
     def device(self) -> torch.device:

@@ -225,6 +225,10 @@ def check_plan(store: ResultsStore, plan: RunPlan) -> Path:
     if pinned.is_file():
         old = read_json_object(pinned, "run plan", f"delete {run_dir} or pass another --prefix").get("identity")
         old = old if isinstance(old, dict) else None
+        if old is not None:
+            from vfbench.runs import legacy_filled
+
+            old = dict(old, generator_config=legacy_filled(plan.generator, old.get("generator_config")))
         if old != plan.identity():
             diff = sorted(k for k in set(old or {}) | set(plan.identity())
                           if (old or {}).get(k) != plan.identity().get(k))

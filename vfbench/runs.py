@@ -51,6 +51,21 @@ def build_generator(name: str, config: Any, seed: Optional[int] = None):
         return cls.from_config_dict(cfg_dict)
 
 
+def legacy_filled(generator_name: Any, generator_config: Any) -> Any:
+    """``generator_config`` as saved by an older version, with the fields it predates filled in by their legacy
+    values (``Generator.with_legacy_defaults``): a field added since does not make an old run "different"."""
+    from vfbench.registry import GENERATORS
+
+    if not isinstance(generator_config, dict) or not isinstance(generator_name, str):
+        return generator_config
+    try:
+        cls = GENERATORS.get(generator_name)
+    except VfbenchError:
+        return generator_config
+    fill = getattr(cls, "with_legacy_defaults", None)
+    return fill(generator_config) if fill is not None else generator_config
+
+
 def _diff(old: Dict[str, Any], new: Dict[str, Any], prefix: str = "") -> list:
     keys = []
     for k in sorted(set(old) | set(new)):
@@ -108,6 +123,7 @@ def prepare_run_dir(run_dir: Path, generator_name: str, generator_config: Any, d
             return run_dir  # the same settings (e.g. the other ranks of a torchrun job): nothing to rewrite
     elif cfg_path.is_file():
         old = read_json_object(cfg_path, "run config", "restore it, or pass --force to delete the run and start over")
+        old["generator_config"] = legacy_filled(old.get("generator"), old.get("generator_config"))
         old_gen = old.get("generator_config")
         if resume and isinstance(old_gen, dict) and isinstance(new["generator_config"], dict):
             for key in RUN_SAMPLING_KEYS:
@@ -213,8 +229,8 @@ def load_run(run_dir: Path | str, ema: bool = True, checkpoint: Any = None,
     if state["generator"] != cfg["generator"]:
         raise WeightsError(f"checkpoint {path} was written by generator {state['generator']!r} but run"
                            f" {run_dir.name} is a {cfg['generator']!r} run; pass a checkpoint of this run")
-    saved_cfg = state.get("generator_config")
-    if saved_cfg and saved_cfg != cfg["generator_config"]:
+    saved_cfg = legacy_filled(cfg["generator"], state.get("generator_config"))
+    if saved_cfg and saved_cfg != legacy_filled(cfg["generator"], cfg["generator_config"]):
         diff = _diff(saved_cfg, cfg["generator_config"])
         raise WeightsError(f"checkpoint {path} has a different {cfg['generator']} architecture than"
                            f" {run_dir / 'config.json'} (differs in {', '.join(diff[:6])}); pass a checkpoint of this run")
@@ -254,15 +270,24 @@ BASE_SEMANTICS = ("prediction", "schedule", "num_timesteps")
 
 def check_base_semantics(made_with: Mapping[str, Any], generator: Any, source: str) -> None:
     """Refuse a pretrained base whose recorded ``BASE_SEMANTICS`` differ from ``generator``'s (one WeightsError
-    naming the option and both values). A file that records no config (a plain state dict) is not checked."""
+    naming the option and both values); ``prediction`` is the image DPM's (VideoFusion's ``base_prediction``
+    where set). A file that records no config (a plain state dict) is not checked."""
     name = getattr(generator, "name", type(generator).__name__)
+    cfg = getattr(generator, "config", None)
+
+    def image_dpm(get, key):  # a VideoFusion base may predict otherwise than its residual generator
+        return (get("base_prediction") or get("prediction")) if key == "prediction" else get(key)
+
     for key in BASE_SEMANTICS:
-        theirs, ours = made_with.get(key), getattr(getattr(generator, "config", None), key, None)
+        theirs = image_dpm(made_with.get, key)
+        ours = image_dpm(lambda k: getattr(cfg, k, None), key)
         if theirs is not None and ours is not None and theirs != ours:
             flag = "--" + key.replace("_", "-")
+            # VideoFusion can keep its residual generator's parameterisation and give the base the file's
+            own = "--base-prediction" if key == "prediction" and hasattr(cfg, "base_prediction") else flag
             raise WeightsError(f"--base-init {source} was trained with {key}={theirs!r} but this {name} uses "
                                f"{key}={ours!r}, so its outputs would mean something else; pretrain a base with "
-                               f"{key}={ours!r} (vfbench pretrain base {flag} ...) or train with {key}={theirs!r}")
+                               f"{key}={ours!r} (vfbench pretrain base {flag} ...) or train with {own} {theirs}")
 
 
 def read_base_state(source: Any, store: Optional[ResultsStore] = None,

@@ -401,7 +401,9 @@ def _train(run_dir, generator, dataset, cfg, resume, loss_fn, param_groups, prog
             if state["generator"] != name:
                 raise WeightsError(f"checkpoint {last_ckpt} belongs to generator {state['generator']!r}, not"
                                    f" {name!r}; resume the right run or start a new one with another --name")
-            saved_cfg = state.get("generator_config") or {}
+            from vfbench.runs import legacy_filled
+
+            saved_cfg = legacy_filled(name, state.get("generator_config") or {})
             if saved_cfg and gen_config and saved_cfg != gen_config:
                 raise WeightsError(f"checkpoint {last_ckpt} was trained with another {name} configuration;"
                                    " resume with the run's original settings or start a new run with another --name")

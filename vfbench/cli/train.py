@@ -77,7 +77,7 @@ def _resolve(generator: str, config: Optional[Path], preset: Optional[str], data
     fields = set(getattr(cls.Config, "__dataclass_fields__", {}))
     for key, flag in (("lam", "--lam"), ("mode", "--mode"), ("residual_condition", "--residual-condition"),
                       ("residual_temporal", "--residual-temporal" if gen_over.get("residual_temporal") else "--residual-per-frame"),
-                      ("prediction", "--prediction")):
+                      ("prediction", "--prediction"), ("base_prediction", "--base-prediction")):
         if gen_over.get(key) is not None and key not in fields:
             raise UsageError(f"{flag} does not apply to generator {generator!r} (it has no {key!r} setting); drop {flag}")
     ds_opts = {k: v for k, v in ds_kwargs.items() if k != "name"}
@@ -185,6 +185,7 @@ def train_cmd(
     base_init: Optional[str] = typer.Option(None, "--base-init", show_default='none', help="Start from a pretrained image DPM (file, folder or name): VideoFusion's base generator, VDM's spatial layers (a VideoFusion base), VIDM's content generator (a VIDM one)."),
     recipe: str = typer.Option("default", "--recipe", help="default (learns best: x0-prediction; VideoFusion's residual generator sees the keyframe and attends across frames; VIDM trained with MSE) or paper (eps-prediction, per-frame residual generator without conditioning, VIDM's Charbonnier penalty)."),
     prediction: Optional[str] = typer.Option(None, "--prediction", show_default="the recipe's", help="What the nets predict: x0, v or eps (overrides the recipe)."),
+    base_prediction: Optional[str] = typer.Option(None, "--base-prediction", show_default="as --prediction", help="VideoFusion: what the base generator (the image DPM) predicts, when it differs from the residual generator: x0, v or eps."),
     residual_condition: Optional[str] = typer.Option(None, "--residual-condition", show_default="the recipe's", help="VideoFusion: keyframe_x0, keyframe_latent or none (overrides the recipe)."),
     residual_temporal: Optional[bool] = typer.Option(None, "--residual-temporal/--residual-per-frame", show_default="the recipe's", help="VideoFusion: residual generator with temporal attention across frames (default recipe) or the paper's per-frame 2D net."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log loss terms, learning rates, EMA decay and sample previews for TensorBoard (RUN/tensorboard; needs the tensorboard package)."),
@@ -229,7 +230,8 @@ def train_cmd(
                          weight_decay=weight_decay, ema_decay=ema_decay,
                          grad_clip=grad_clip, precision=precision, ckpt_every=ckpt_every, log_every=log_every,
                          num_workers=num_workers, seed=seed, device=device),
-        _train_overrides(lam=lam, mode=mode, prediction=prediction, residual_condition=residual_condition,
+        _train_overrides(lam=lam, mode=mode, prediction=prediction, base_prediction=base_prediction,
+                         residual_condition=residual_condition,
                          residual_temporal=residual_temporal), class_cond,
         recipe)
     store = ResultsStore.open(results)
