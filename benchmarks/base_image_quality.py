@@ -42,7 +42,7 @@ def still_clips(images: torch.Tensor, frames: int = 16) -> torch.Tensor:
     return images.unsqueeze(1).expand(-1, frames, -1, -1, -1).contiguous()
 
 
-def main() -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="a pretrained base (file or folder) or a VideoFusion run folder")
     p.add_argument("--prediction", default=None, help="what the base predicts (x0, v, eps); default: the file's")
@@ -53,7 +53,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--png", default=None)
-    a = p.parse_args()
+    a = p.parse_args(argv)
     torch.set_num_threads(1)
 
     from vfbench.data.shapes import ShapesDataset
@@ -97,6 +97,7 @@ def main() -> None:
         s = a.size
         grid = images[:k].permute(0, 2, 3, 1).numpy().reshape(k // 8, 8, s, s, 3).transpose(0, 2, 1, 3, 4)
         plt.imsave(a.png, np.kron(grid.reshape(k // 8 * s, 8 * s, 3), np.ones((3, 3, 1), dtype=np.uint8)))
+    return row
 
 
 if __name__ == "__main__":

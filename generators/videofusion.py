@@ -93,8 +93,8 @@ class VideoFusionConfig:
     noise_sharing: Literal["none", "labels"] = "none"  # Sec. 4.7: share b by content, r by motion labels
     prediction: Literal["eps", "v", "x0"] = "x0"  # what both nets predict (vfbench.prediction); the paper: eps
     # What the base generator (the image DPM) predicts when it differs from ``prediction``; None: the same.
-    # README "VideoFusion: departures": v-prediction draws sharper images and textures, while an
-    # x0-predicting residual generator keeps a clip's shape coherent
+    # Lets a base pretrained in another parameterisation (v draws crisper textures) serve an x0 residual
+    # generator, whose shapes stay coherent where a v one's sparkle (README "Generators that learn")
     base_prediction: Optional[Literal["eps", "v", "x0"]] = None
     min_snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
     residual_condition: Literal["keyframe", "keyframe_x0", "keyframe_latent", "none"] = "keyframe"  # RESIDUAL_CONDITIONS

@@ -250,3 +250,22 @@ def test_channels_last_benchmark_compares_both_formats_on_the_same_weights(tmp_p
         assert g["train_ratio"] > 0
     assert res["vf_over_vdm"]["nchw"] == pytest.approx(res["generators"]["videofusion"]["denoise_s"]["nchw"]
                                                       / res["generators"]["vdm"]["denoise_s"]["nchw"])
+
+
+def test_base_image_quality_samples_the_base_and_scores_it(tmp_path, capsys):
+    # the image DPM alone: a base saved as a state dict, sampled in its own parameterisation and scored
+    from vfbench.generators.videofusion import VideoFusion
+
+    torch.manual_seed(0)
+    model = VideoFusion(VideoFusion.config_for("tiny", 16, 32))
+    torch.save(model.base.state_dict(), tmp_path / "base.pt")
+    mod = load_script("base_image_quality")
+    images = mod.sample_base_images(model.eval(), 3, 2, seed=1)
+    assert images.dtype == torch.uint8 and images.shape == (3, 3, 32, 32)
+    assert torch.equal(images, mod.sample_base_images(model, 3, 2, seed=1))  # same seed, same images
+    row = mod.main(["--base", str(tmp_path / "base.pt"), "--preset", "tiny", "--prediction", "v", "--num", "8",
+                    "--real", "8", "--steps", "2", "--png", str(tmp_path / "g.png")])
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == row
+    assert row["prediction"] == "v" and row["num"] == 8 and math.isfinite(row["image_fd_shapes"])
+    assert row["image_fd_shapes"] > 0 and 0 <= row["content_confidence"] <= 1
+    assert (tmp_path / "g.png").stat().st_size > 0
