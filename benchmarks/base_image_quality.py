@@ -46,8 +46,8 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--base", required=True, help="a pretrained base (file or folder) or a VideoFusion run folder")
     p.add_argument("--prediction", default=None, help="what the base predicts (x0, v, eps); default: the file's")
-    p.add_argument("--preset", default="small")
-    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--preset", default="small", help="for a plain state dict (other files record their config)")
+    p.add_argument("--size", type=int, default=32, help="for a plain state dict (other files record their config)")
     p.add_argument("--num", type=int, default=256)
     p.add_argument("--real", type=int, default=1000, help="real test-split keyframes")
     p.add_argument("--steps", type=int, default=50)
@@ -70,14 +70,18 @@ def main(argv=None) -> dict:
         made = {}
     else:
         made = torch.load(desc["source"], weights_only=True).get("generator_config") or {}
-    prediction = a.prediction or made.get("base_prediction") or made.get("prediction") or "x0"
-    model = VideoFusion(VideoFusion.config_for(a.preset, 16, a.size, base_prediction=prediction))
+    override = {"base_prediction": a.prediction} if a.prediction else {}
+    if made:  # the architecture and parameterisation the base was trained with
+        model = VideoFusion.from_config_dict(dict(made, **override))
+    else:
+        model = VideoFusion(VideoFusion.config_for(a.preset, 16, a.size, **override))
     model.base.load_state_dict(state)
     model.eval()
+    prediction, size = model.base_prediction, model.config.size
     images = sample_base_images(model, a.num, a.steps, a.seed)
 
     ext = ShapesNetExtractor()
-    ds = ShapesDataset("test", frames=16, size=a.size)
+    ds = ShapesDataset("test", frames=16, size=size)
     real = torch.stack([torch.as_tensor(ds[i]["video"])[ds.frames // 2] for i in range(a.real)])
     real_features = ext.extract(still_clips(real))["features"]
     fake = ext.extract(still_clips(images))
@@ -94,7 +98,7 @@ def main(argv=None) -> dict:
         import matplotlib.pyplot as plt
 
         k = min(32, a.num) // 8 * 8
-        s = a.size
+        s = size
         grid = images[:k].permute(0, 2, 3, 1).numpy().reshape(k // 8, 8, s, s, 3).transpose(0, 2, 1, 3, 4)
         plt.imsave(a.png, np.kron(grid.reshape(k // 8 * s, 8 * s, 3), np.ones((3, 3, 1), dtype=np.uint8)))
     return row

@@ -449,11 +449,9 @@ class VideoFusion(Generator):
 
     def load_base_state(self, state_dict: Mapping[str, torch.Tensor]) -> None:
         """Load a pretrained base U-Net (strict). Accepts the base's own state dict or a full VideoFusion one."""
-        state = dict(state_dict)
-        if state and all(k.startswith("base.") for k in state) or any(k.startswith("residual.") for k in state):
-            state = {k[len("base."):]: v for k, v in state.items() if k.startswith("base.")}
-        from vfbench.checkpoint import check_state_fits
+        from vfbench.checkpoint import check_state_fits, submodule_state
 
+        state = submodule_state(state_dict, "base.")
         check_state_fits(self.base.state_dict(), state, "the base checkpoint does not fit this VideoFusion's base U-Net")
         self.base.load_state_dict(state, strict=True)
         self.base_pretrained.fill_(True)

@@ -230,8 +230,9 @@ def load_run(run_dir: Path | str, ema: bool = True, checkpoint: Any = None,
         raise WeightsError(f"checkpoint {path} was written by generator {state['generator']!r} but run"
                            f" {run_dir.name} is a {cfg['generator']!r} run; pass a checkpoint of this run")
     saved_cfg = legacy_filled(cfg["generator"], state.get("generator_config"))
-    if saved_cfg and saved_cfg != legacy_filled(cfg["generator"], cfg["generator_config"]):
-        diff = _diff(saved_cfg, cfg["generator_config"])
+    run_cfg = legacy_filled(cfg["generator"], cfg["generator_config"])
+    if saved_cfg and saved_cfg != run_cfg:
+        diff = _diff(saved_cfg, run_cfg)
         raise WeightsError(f"checkpoint {path} has a different {cfg['generator']} architecture than"
                            f" {run_dir / 'config.json'} (differs in {', '.join(diff[:6])}); pass a checkpoint of this run")
     if gen is None:
@@ -274,20 +275,19 @@ def check_base_semantics(made_with: Mapping[str, Any], generator: Any, source: s
     where set). A file that records no config (a plain state dict) is not checked."""
     name = getattr(generator, "name", type(generator).__name__)
     cfg = getattr(generator, "config", None)
-
-    def image_dpm(get, key):  # a VideoFusion base may predict otherwise than its residual generator
-        return (get("base_prediction") or get("prediction")) if key == "prediction" else get(key)
-
+    theirs = {key: made_with.get(key) for key in BASE_SEMANTICS}
+    ours = {key: getattr(cfg, key, None) for key in BASE_SEMANTICS}
+    # a VideoFusion base may predict otherwise than its residual generator (its base_prediction)
+    theirs["prediction"] = made_with.get("base_prediction") or theirs["prediction"]
+    ours["prediction"] = getattr(generator, "base_prediction", None) or ours["prediction"]
     for key in BASE_SEMANTICS:
-        theirs = image_dpm(made_with.get, key)
-        ours = image_dpm(lambda k: getattr(cfg, k, None), key)
-        if theirs is not None and ours is not None and theirs != ours:
+        if theirs[key] is not None and ours[key] is not None and theirs[key] != ours[key]:
             flag = "--" + key.replace("_", "-")
             # VideoFusion can keep its residual generator's parameterisation and give the base the file's
             own = "--base-prediction" if key == "prediction" and hasattr(cfg, "base_prediction") else flag
-            raise WeightsError(f"--base-init {source} was trained with {key}={theirs!r} but this {name} uses "
-                               f"{key}={ours!r}, so its outputs would mean something else; pretrain a base with "
-                               f"{key}={ours!r} (vfbench pretrain base {flag} ...) or train with {own} {theirs}")
+            raise WeightsError(f"--base-init {source} was trained with {key}={theirs[key]!r} but this {name} uses "
+                               f"{key}={ours[key]!r}, so its outputs would mean something else; pretrain a base with "
+                               f"{key}={ours[key]!r} (vfbench pretrain base {flag} ...) or train with {own} {theirs[key]}")
 
 
 def read_base_state(source: Any, store: Optional[ResultsStore] = None,
