@@ -61,6 +61,7 @@ class VDMConfig:
     joint_images: int = 0  # independent images appended per clip in training (temporal attention masked)
     prediction: Literal["eps", "v", "x0"] = "x0"  # what the U-Net predicts (vfbench.prediction); the VDM paper: eps
     min_snr_gamma: float = 0.0  # min-SNR-gamma loss weighting (Hang et al. 2023); 0 = off
+    spatial_lr_mult: float = 1.0  # learning-rate factor of the spatial layers (those an image DPM initialises)
 
     def __post_init__(self):
         for name in ("frames", "size", "channels", "num_timesteps", "sampling_steps"):
@@ -77,6 +78,7 @@ class VDMConfig:
         if self.sampling_steps > self.num_timesteps:
             raise UsageError(f"vdm.sampling_steps ({self.sampling_steps}) must not exceed num_timesteps ({self.num_timesteps})")
         check_range("vdm.eta", self.eta, 0, 1)
+        check_range("vdm.spatial_lr_mult", self.spatial_lr_mult, 0)
         check_prediction(self.prediction, "vdm.prediction")
         check_min_snr_gamma(self.min_snr_gamma, "vdm.min_snr_gamma")
         check_range("vdm.guidance_scale", self.guidance_scale, 0)
@@ -103,7 +105,7 @@ class VDM(Generator):
 
     name = "vdm"
     Config = VDMConfig
-    LEGACY_DEFAULTS = {"prediction": "eps", "min_snr_gamma": 0.0}
+    LEGACY_DEFAULTS = {"prediction": "eps", "min_snr_gamma": 0.0, "spatial_lr_mult": 1.0}
 
     def __init__(self, config: VDMConfig):
         super().__init__(config)
@@ -167,6 +169,16 @@ class VDM(Generator):
         return classifier_free_guidance(eps_cond, eps_uncond, scale)
 
     # -- training -----------------------------------------------------------------------------
+    def param_groups(self, lr: float):
+        """Temporal layers at ``lr``; the spatial layers (the image DPM's) at ``lr * spatial_lr_mult``."""
+        mult = self.config.spatial_lr_mult
+        if mult == 1.0:
+            return super().param_groups(lr)
+        temporal = set(self.unet.temporal_parameter_names())
+        named = [(n, p) for n, p in self.unet.named_parameters() if p.requires_grad]
+        return [{"name": "spatial", "params": [p for n, p in named if n not in temporal], "lr": lr * mult},
+                {"name": "temporal", "params": [p for n, p in named if n in temporal], "lr": lr}]
+
     def _joint_images(self, x0: torch.Tensor, labels: Optional[torch.Tensor], generator: torch.Generator):
         """Append ``joint_images`` single frames from other clips to every clip (VDM joint training).
 

@@ -188,6 +188,8 @@ def test_runs_made_before_a_new_generator_field_are_reused(tmp_path, fakes):
     pinned = store.run_dir(plan.name) / PLAN_FILE
     data = json.loads(pinned.read_text())
     data["identity"]["generator_config"].pop("base_prediction")
+    for net in ("base", "residual"):  # a nested (U-Net) field added since: filled by UNetConfig.LEGACY_DEFAULTS
+        data["identity"]["generator_config"][net].pop("temporal_attention_scales")
     pinned.write_text(json.dumps(data))
     out = execute(store, plan, EvalPlan(metrics=METRICS))
     assert not out.trained and not out.evaluated
@@ -198,6 +200,7 @@ def test_runs_made_before_a_new_generator_field_are_reused(tmp_path, fakes):
     (cfg_path.parent / "checkpoints" / "step-0000001.pt").write_bytes(b"x")  # progress: a resume compares configs
     old = json.loads(cfg_path.read_text())
     old["generator_config"].pop("base_prediction")
+    old["generator_config"]["residual"].pop("temporal_attention_scales")
     cfg_path.write_text(json.dumps(old))
     prepare_run_dir(cfg_path.parent, "videofusion", gcfg, {"name": "shapes"}, {"steps": 2}, resume=True)
     with pytest.raises(UsageError, match="differs in generator_config.lam"):

@@ -1,5 +1,7 @@
 """The VDM baseline: loss, overfitting a batch, sampling determinism, config round trip."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -213,6 +215,51 @@ def test_base_init_starts_as_the_image_dpm_on_every_frame():
     assert torch.allclose(video, frames, atol=1e-5)
     with pytest.raises(WeightsError, match="does not fit this VDM"):
         VDM(VDM.config_for("small", frames=4, size=8)).load_base_state(vf.base.state_dict())
+
+
+def test_temporal_attention_at_every_scale_still_starts_as_the_image_dpm():
+    """``unet.temporal_attention_scales`` adds temporal blocks where the image DPM has no spatial attention;
+    they are zero-initialised too, so a base-initialised VDM is still the image DPM on every frame, and the
+    default (None) builds exactly the net of before (same parameter names: old checkpoints load)."""
+    from vfbench.generators.videofusion import VideoFusion
+
+    torch.manual_seed(2)
+    vf = VideoFusion(VideoFusion.config_for("tiny", frames=4, size=8))
+    with torch.no_grad():
+        for p in vf.base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    plain = _model()
+    def build(scales):
+        cfg = VDM.config_for("tiny", frames=4, size=8)
+        return VDM(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, temporal_attention_scales=scales)))
+
+    every = build((1, 2))
+    extra = set(every.unet.state_dict()) - set(plain.unet.state_dict())
+    assert extra and all(".temporal." in k for k in extra)
+    assert set(plain.unet.state_dict()) == set(build(None).unet.state_dict())
+    every.load_base_state(vf.state_dict())
+    z = torch.randn(2, 4, 3, 8, 8)
+    t = torch.tensor([200, 800])
+    with torch.no_grad():
+        video = every.network_output(z, t)
+        frames = vf.base(z.flatten(0, 1), t.repeat_interleave(4)).view_as(z)
+    assert torch.allclose(video, frames, atol=1e-5)
+    with pytest.raises(UsageError, match="temporal_attention_scales"):
+        unet_preset("tiny", "base", video=True, temporal_attention_scales=(8,))
+
+
+def test_spatial_lr_mult_splits_the_optimiser_groups():
+    """``spatial_lr_mult`` puts the layers an image DPM initialises at a smaller learning rate than the
+    temporal layers; every trainable parameter is in exactly one group; 1.0 keeps the single group."""
+    model = _model(spatial_lr_mult=0.1)
+    groups = {g["name"]: g for g in model.param_groups(1e-3)}
+    assert groups["spatial"]["lr"] == pytest.approx(1e-4) and groups["temporal"]["lr"] == 1e-3
+    temporal = {id(p) for n, p in model.unet.named_parameters() if n in set(model.unet.temporal_parameter_names())}
+    assert {id(p) for p in groups["temporal"]["params"]} == temporal
+    assert len(groups["spatial"]["params"]) + len(groups["temporal"]["params"]) == len(list(model.parameters()))
+    assert [g["name"] for g in _model().param_groups(1e-3)] == ["all"]
+    with pytest.raises(UsageError, match="spatial_lr_mult"):
+        _model(spatial_lr_mult=-1.0)
 
 
 def test_a_vdm_plan_with_a_pretrained_base_shares_videofusions_image_dpm(tmp_path):

@@ -127,8 +127,10 @@ class Generator(nn.Module):
     @classmethod
     def with_legacy_defaults(cls, data: Dict[str, Any]) -> Dict[str, Any]:
         """A saved config dict with the fields it predates filled in by the values that reproduce how it was
-        made (``LEGACY_DEFAULTS``), so that it compares equal to the same config saved by this version."""
-        return {**{k: v for k, v in cls.LEGACY_DEFAULTS.items() if k not in data}, **data}
+        made (``LEGACY_DEFAULTS``), so that it compares equal to the same config saved by this version. Nested
+        configs (a U-Net's) are filled by their own class's ``LEGACY_DEFAULTS``."""
+        filled = {**{k: v for k, v in cls.LEGACY_DEFAULTS.items() if k not in data}, **data}
+        return _fill_nested_legacy(cls.Config, filled)
 
     @classmethod
     def from_config_dict(cls, data: Dict[str, Any]) -> "Generator":
@@ -139,6 +141,19 @@ class Generator(nn.Module):
         for p in self.parameters():
             return p.device
         return torch.device("cpu")
+
+
+def _fill_nested_legacy(config_cls: Any, data: Dict[str, Any]) -> Dict[str, Any]:
+    import typing
+
+    if not dataclasses.is_dataclass(config_cls):
+        return data
+    out = dict(data)
+    for name, tp in typing.get_type_hints(config_cls).items():
+        legacy = getattr(tp, "LEGACY_DEFAULTS", None) if dataclasses.is_dataclass(tp) else None
+        if legacy and isinstance(out.get(name), dict):
+            out[name] = {**{k: v for k, v in legacy.items() if k not in out[name]}, **out[name]}
+    return out
 
 
 def make_generator(seed: Optional[int] = None, generator: Optional[torch.Generator] = None,

@@ -20,7 +20,7 @@ both added to the time embedding; optional extra input channels concatenated to 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -32,6 +32,9 @@ from vfbench.nets.layers import Downsample, ResBlock, Upsample, group_norm, time
 
 @dataclass(frozen=True)
 class UNetConfig:
+    # the values that reproduce nets saved before a field existed (vfbench.generator.Generator.with_legacy_defaults)
+    LEGACY_DEFAULTS: ClassVar[Dict[str, Any]] = {"temporal_attention_scales": None}
+
     in_channels: int = 3
     out_channels: int = 3
     base_width: int = 64
@@ -45,6 +48,9 @@ class UNetConfig:
     extra_input_channels: int = 0  # conditioning channels concatenated to x before the first conv
     video: bool = False  # inflate with temporal attention; x is [B, C, T, H, W]
     temporal_attention_heads: int = 0  # 0: as spatial attention (width // head_dim)
+    # downsample factors with temporal attention (video); None: the attention_scales. VDM Sec. 3 follows every
+    # spatial block with temporal attention; at `small` widths only the 1/4 scale has spatial attention
+    temporal_attention_scales: Optional[Tuple[int, ...]] = None
     use_initial_temporal_attention: bool = True
     temporal_buckets: int = 32
     temporal_max_distance: int = 32
@@ -65,10 +71,11 @@ class UNetConfig:
         if not self.channel_mults or any(int(m) < 1 for m in self.channel_mults):
             raise UsageError(f"unet.channel_mults must be a non-empty list of positive integers, got {self.channel_mults!r}")
         factors = self.downsample_factors
-        bad = [a for a in self.attention_scales if a not in factors]
-        if bad:
-            raise UsageError(f"unet.attention_scales {list(bad)} are not downsample factors of this net "
-                             f"(available: {list(factors)}); use values from that list")
+        for name in ("attention_scales", "temporal_attention_scales"):
+            bad = [a for a in (getattr(self, name) or ()) if a not in factors]
+            if bad:
+                raise UsageError(f"unet.{name} {list(bad)} are not downsample factors of this net "
+                                 f"(available: {list(factors)}); use values from that list")
         if not 0.0 <= self.dropout < 1.0:
             raise UsageError(f"unet.dropout must be in [0, 1), got {self.dropout!r}")
         if self.temporal_buckets < 4:
@@ -77,6 +84,11 @@ class UNetConfig:
     @property
     def downsample_factors(self) -> Tuple[int, ...]:
         return tuple(2 ** i for i in range(len(self.channel_mults)))
+
+    @property
+    def temporal_scales(self) -> Tuple[int, ...]:
+        """Downsample factors whose stages have temporal attention (video nets)."""
+        return tuple(self.attention_scales if self.temporal_attention_scales is None else self.temporal_attention_scales)
 
     @property
     def embed_dim(self) -> int:
@@ -170,10 +182,9 @@ class UNet(nn.Module):
         self.initial_temporal = self._temporal(w) if cfg.video and cfg.use_initial_temporal_attention else None
 
         def stage(cin, cout, factor):
-            attend = factor in cfg.attention_scales
             return _Stage(ResBlock(cin, cout, e, cfg.dropout, g),
-                          SpatialSelfAttention(cout, cfg.head_dim, g) if attend else None,
-                          self._temporal(cout) if attend and cfg.video else None)
+                          SpatialSelfAttention(cout, cfg.head_dim, g) if factor in cfg.attention_scales else None,
+                          self._temporal(cout) if cfg.video and factor in cfg.temporal_scales else None)
 
         widths = [w * int(m) for m in cfg.channel_mults]
         self.down = nn.ModuleList()
