@@ -66,6 +66,7 @@ RESIDUAL_CONDITIONS = ("keyframe", "keyframe_x0", "keyframe_latent", "none")
 #              more base call per step);
 #   "chain":   the first pass's own chain of latents, replayed from its cached base predictions.
 KEYFRAME_PASSES = ("renoise", "chain")
+RESIDUAL_INITS = ("random", "base")
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,11 @@ class VideoFusionConfig:
     # How the joint sampling pass holds the finished keyframe (KEYFRAME_PASSES): "renoise"
     # gives the residual generator the latents it was trained on (README "VideoFusion: departures")
     keyframe_pass: Literal["renoise", "chain"] = "renoise"
+    # What the residual generator starts from when a pretrained base is loaded (``load_base_state``): "random"
+    # (the paper: "a randomly initialized 2D U-shaped denoising network", Sec. 4.1), or "base": the image
+    # DPM's weights in its spatial layers (the nets need equal widths), the conditioning input, the
+    # frame-index embedding and the temporal blocks zero-initialised, so it starts as the image DPM on z'
+    residual_init: Literal["random", "base"] = "random"
 
     def __post_init__(self):
         for name in ("frames", "size", "channels", "num_timesteps", "sampling_steps"):
@@ -161,6 +167,17 @@ class VideoFusionConfig:
             raise UsageError("videofusion.base.extra_input_channels must be 0: the base generator sees the keyframe only")
         if self.base.num_frame_indices != 0:
             raise UsageError("videofusion.base.num_frame_indices must be 0: the base generator is a plain image DPM")
+        if self.residual_init not in RESIDUAL_INITS:
+            raise UsageError(f"videofusion.residual_init must be one of {', '.join(RESIDUAL_INITS)}, got "
+                             f"{self.residual_init!r}")
+        if self.residual_init == "base":
+            fields = ("base_width", "channel_mults", "blocks_per_scale", "attention_scales", "head_dim",
+                      "groupnorm_groups", "time_embed_mult", "num_classes")
+            differ = [f for f in fields if getattr(self.base, f) != getattr(self.residual, f)]
+            if differ:
+                raise UsageError(f"videofusion.residual_init='base' needs a residual U-Net shaped like the base "
+                                 f"(they differ in {', '.join(differ)}); give the residual the base's widths or "
+                                 f"use residual_init='random'")
         if self.residual.num_frame_indices < self.frames:
             raise UsageError(f"videofusion.residual.num_frame_indices must be at least frames={self.frames} "
                              f"(the residual generator is conditioned on the frame index, Eq. 12)")
@@ -174,7 +191,8 @@ class VideoFusion(Generator):
     name = "videofusion"
     Config = VideoFusionConfig
     LEGACY_DEFAULTS = {"prediction": "eps", "min_snr_gamma": 0.0, "residual_condition": "none",
-                       "residual_temporal": False, "keyframe_pass": "chain", "base_prediction": None}
+                       "residual_temporal": False, "keyframe_pass": "chain", "base_prediction": None,
+                       "residual_init": "random"}
 
     def __init__(self, config: VideoFusionConfig):
         super().__init__(config)
@@ -455,6 +473,24 @@ class VideoFusion(Generator):
         check_state_fits(self.base.state_dict(), state, "the base checkpoint does not fit this VideoFusion's base U-Net")
         self.base.load_state_dict(state, strict=True)
         self.base_pretrained.fill_(True)
+        if self.config.residual_init == "base":
+            self._residual_from_base(state)
+
+    @torch.no_grad()
+    def _residual_from_base(self, state: Mapping[str, torch.Tensor]) -> None:
+        """``residual_init='base'``: the image DPM's weights into the residual U-Net's spatial layers. The extra
+        input channels (the keyframe condition) and the frame-index embedding start at zero and the temporal
+        blocks keep their zero-initialised outputs, so the residual net starts as the image DPM applied to each
+        frame's z'."""
+        own = self.residual.state_dict()
+        for name, value in state.items():
+            if name == "in_conv.weight":
+                own[name].zero_()
+                own[name][:, :value.shape[1]].copy_(value)
+            else:
+                own[name].copy_(value)
+        if self.residual.frame_embed is not None:
+            self.residual.frame_embed.weight.zero_()
 
     def param_groups(self, lr: float) -> List[Dict[str, Any]]:
         """Residual generator at ``lr``; base generator at ``lr * base_lr_mult`` once it is pretrained, else at

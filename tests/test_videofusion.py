@@ -293,6 +293,35 @@ def test_load_base_state_strict_and_clear():
         target.load_base_state(wider.base.state_dict())
 
 
+def test_residual_init_base_starts_the_residual_net_as_the_image_dpm():
+    """``residual_init='base'``: loading a pretrained base also puts its weights into the residual U-Net's spatial
+    layers (the keyframe-condition input, the frame-index embedding and the temporal blocks at zero), so the
+    residual net starts as that image DPM applied to each frame; a residual of other widths is refused."""
+    source = perturb(make())
+    cfg = make().config
+    cfg = dataclasses.replace(cfg, residual=dataclasses.replace(cfg.residual, base_width=cfg.base.base_width),
+                              residual_init="base")
+    model = VideoFusion(cfg)
+    before = {k: v.clone() for k, v in model.residual.state_dict().items()}
+    model.load_base_state(source.base.state_dict())
+    z = torch.randn(2, 3, FRAMES, SIZE, SIZE)
+    t = torch.tensor([300 // 10, 700 // 10])
+    with torch.no_grad():
+        residual = model.residual(z, t, frame_index=torch.arange(FRAMES).expand(2, FRAMES),
+                                  cond=torch.randn(2, 3, FRAMES, SIZE, SIZE))
+        image = source.base(z.transpose(1, 2).flatten(0, 1), t.repeat_interleave(FRAMES))
+    assert torch.allclose(residual, image.view(2, FRAMES, 3, SIZE, SIZE).transpose(1, 2), atol=1e-5)
+    temporal = [k for k in before if ".temporal." in k or k.startswith("initial_temporal")]
+    assert temporal and all(torch.equal(model.residual.state_dict()[k], before[k]) for k in temporal)
+    random = make()  # the paper's randomly initialised residual generator is left alone
+    kept = {k: v.clone() for k, v in random.residual.state_dict().items()}
+    random.load_base_state(source.base.state_dict())
+    assert all(torch.equal(random.residual.state_dict()[k], v) for k, v in kept.items())
+    with pytest.raises(UsageError, match="residual_init='base' needs a residual U-Net shaped like the base"):
+        dataclasses.replace(make().config, residual=dataclasses.replace(cfg.residual, base_width=4),
+                            residual_init="base")
+
+
 # -- sampling (Fig. 4, Appendix A) ------------------------------------------------------------------
 
 def test_sample_shape_dtype_and_determinism():
