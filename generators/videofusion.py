@@ -67,6 +67,9 @@ RESIDUAL_CONDITIONS = ("keyframe", "keyframe_x0", "keyframe_latent", "none")
 #   "chain":   the first pass's own chain of latents, replayed from its cached base predictions.
 KEYFRAME_PASSES = ("renoise", "chain")
 RESIDUAL_INITS = ("random", "base")
+# the U-Net fields that make the image DPM's spatial weights fit the residual net (residual_init="base")
+RESIDUAL_SHAPE_FIELDS = ("base_width", "channel_mults", "blocks_per_scale", "attention_scales", "head_dim",
+                         "groupnorm_groups", "time_embed_mult", "dropout")
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,9 @@ class VideoFusionConfig:
     keyframe_pass: Literal["renoise", "chain"] = "renoise"
     # What the residual generator starts from when a pretrained base is loaded (``load_base_state``): "random"
     # (the paper: "a randomly initialized 2D U-shaped denoising network", Sec. 4.1), or "base": the image
-    # DPM's weights in its spatial layers (the nets need equal widths), the conditioning input, the
-    # frame-index embedding and the temporal blocks zero-initialised, so it starts as the image DPM on z'
+    # DPM's weights in its spatial layers, the conditioning input, the frame-index embedding and the temporal
+    # blocks zero-initialised, so it starts as the image DPM on z'. "base" gives the residual net the base's
+    # widths (RESIDUAL_SHAPE_FIELDS), so that the weights fit: at `small` 1.2x the step time of width 24
     residual_init: Literal["random", "base"] = "random"
 
     def __post_init__(self):
@@ -170,14 +174,9 @@ class VideoFusionConfig:
         if self.residual_init not in RESIDUAL_INITS:
             raise UsageError(f"videofusion.residual_init must be one of {', '.join(RESIDUAL_INITS)}, got "
                              f"{self.residual_init!r}")
-        if self.residual_init == "base":
-            fields = ("base_width", "channel_mults", "blocks_per_scale", "attention_scales", "head_dim",
-                      "groupnorm_groups", "time_embed_mult", "num_classes")
-            differ = [f for f in fields if getattr(self.base, f) != getattr(self.residual, f)]
-            if differ:
-                raise UsageError(f"videofusion.residual_init='base' needs a residual U-Net shaped like the base "
-                                 f"(they differ in {', '.join(differ)}); give the residual the base's widths or "
-                                 f"use residual_init='random'")
+        if self.residual_init == "base":  # the net follows the option: the image DPM's weights must fit it
+            shape = {f: getattr(self.base, f) for f in RESIDUAL_SHAPE_FIELDS}
+            object.__setattr__(self, "residual", dataclasses.replace(self.residual, **shape))
         if self.residual.num_frame_indices < self.frames:
             raise UsageError(f"videofusion.residual.num_frame_indices must be at least frames={self.frames} "
                              f"(the residual generator is conditioned on the frame index, Eq. 12)")

@@ -154,6 +154,17 @@ def test_videofusion_tiny_pretrain_train_sample(tmp_path, capsys):
     assert code == 0, err
     assert json.loads((Path(out.splitlines()[-1]) / "config.json").read_text())["generator_config"][
         "base_prediction"] == "v"
+    # --residual-init base: the residual generator starts from the same image DPM; without one it is refused
+    code, out, err = run_cli(capsys, "train", "videofusion", *small, "--steps", "1", "--name", "vf-ri",
+                             "--residual-init", "base")
+    assert code != 0 and "pass --base-init NAME" in err and "Traceback" not in err
+    assert not (Path(res) / "runs" / "vf-ri").exists()
+    code, out, err = run_cli(capsys, "train", "videofusion", *small, "--steps", "1", "--name", "vf-ri",
+                             "--residual-init", "base", "--base-init", "b", "--lr", "1e-9")
+    assert code == 0, err
+    model = torch.load(Path(out.splitlines()[-1]) / "checkpoints/step-0000001.pt", weights_only=True)["model"]
+    base = torch.load(Path(res) / "pretrained" / "b" / "base-pretrain.pt", weights_only=True)["state_dict"]
+    assert all(torch.allclose(model[f"residual.{k}"], v, atol=1e-6) for k, v in base.items() if k != "in_conv.weight")
 
     code, out, err = run_cli(capsys, "sample", "vf", "--num", "2", "--batch-size", "2", "--results", res,
                              "--no-progress", "--control", "steps=2", "--tag", "s")

@@ -296,11 +296,10 @@ def test_load_base_state_strict_and_clear():
 def test_residual_init_base_starts_the_residual_net_as_the_image_dpm():
     """``residual_init='base'``: loading a pretrained base also puts its weights into the residual U-Net's spatial
     layers (the keyframe-condition input, the frame-index embedding and the temporal blocks at zero), so the
-    residual net starts as that image DPM applied to each frame; a residual of other widths is refused."""
+    residual net starts as that image DPM applied to each frame; the option gives the residual net the base's
+    widths (at `small` 32 instead of 24) and keeps its own conditioning input, frame embedding and temporal blocks."""
     source = perturb(make())
-    cfg = make().config
-    cfg = dataclasses.replace(cfg, residual=dataclasses.replace(cfg.residual, base_width=cfg.base.base_width),
-                              residual_init="base")
+    cfg = dataclasses.replace(make().config, residual_init="base")
     model = VideoFusion(cfg)
     before = {k: v.clone() for k, v in model.residual.state_dict().items()}
     model.load_base_state(source.base.state_dict())
@@ -317,9 +316,11 @@ def test_residual_init_base_starts_the_residual_net_as_the_image_dpm():
     kept = {k: v.clone() for k, v in random.residual.state_dict().items()}
     random.load_base_state(source.base.state_dict())
     assert all(torch.equal(random.residual.state_dict()[k], v) for k, v in kept.items())
-    with pytest.raises(UsageError, match="residual_init='base' needs a residual U-Net shaped like the base"):
-        dataclasses.replace(make().config, residual=dataclasses.replace(cfg.residual, base_width=4),
-                            residual_init="base")
+    small = VideoFusion.config_for("small", frames=FRAMES, size=SIZE)
+    assert small.residual.base_width < small.base.base_width  # the paper's narrower residual generator
+    widened = VideoFusion.config_for("small", frames=FRAMES, size=SIZE, residual_init="base").residual
+    assert (widened.base_width, widened.head_dim) == (small.base.base_width, small.base.head_dim)
+    assert (widened.extra_input_channels, widened.video, widened.num_frame_indices) == (3, True, FRAMES)
 
 
 # -- sampling (Fig. 4, Appendix A) ------------------------------------------------------------------

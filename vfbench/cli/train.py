@@ -77,7 +77,8 @@ def _resolve(generator: str, config: Optional[Path], preset: Optional[str], data
     fields = set(getattr(cls.Config, "__dataclass_fields__", {}))
     for key, flag in (("lam", "--lam"), ("mode", "--mode"), ("residual_condition", "--residual-condition"),
                       ("residual_temporal", "--residual-temporal" if gen_over.get("residual_temporal") else "--residual-per-frame"),
-                      ("prediction", "--prediction"), ("base_prediction", "--base-prediction")):
+                      ("prediction", "--prediction"), ("base_prediction", "--base-prediction"),
+                      ("residual_init", "--residual-init")):
         if gen_over.get(key) is not None and key not in fields:
             raise UsageError(f"{flag} does not apply to generator {generator!r} (it has no {key!r} setting); drop {flag}")
     ds_opts = {k: v for k, v in ds_kwargs.items() if k != "name"}
@@ -186,6 +187,7 @@ def train_cmd(
     recipe: str = typer.Option("default", "--recipe", help="default (learns best: x0-prediction; VideoFusion's residual generator sees the keyframe and attends across frames; VIDM trained with MSE) or paper (eps-prediction, per-frame residual generator without conditioning, VIDM's Charbonnier penalty)."),
     prediction: Optional[str] = typer.Option(None, "--prediction", show_default="the recipe's", help="What the nets predict: x0, v or eps (overrides the recipe)."),
     base_prediction: Optional[str] = typer.Option(None, "--base-prediction", show_default="as --prediction", help="VideoFusion: what the base generator (the image DPM) predicts, when it differs from the residual generator: x0, v or eps."),
+    residual_init: Optional[str] = typer.Option(None, "--residual-init", show_default="random", help="VideoFusion: random (the paper) or base: start the residual generator from the pretrained image DPM of --base-init / --pretrain-base-steps (at the base's widths)."),
     residual_condition: Optional[str] = typer.Option(None, "--residual-condition", show_default="the recipe's", help="VideoFusion: keyframe_x0, keyframe_latent or none (overrides the recipe)."),
     residual_temporal: Optional[bool] = typer.Option(None, "--residual-temporal/--residual-per-frame", show_default="the recipe's", help="VideoFusion: residual generator with temporal attention across frames (default recipe) or the paper's per-frame 2D net."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log loss terms, learning rates, EMA decay and sample previews for TensorBoard (RUN/tensorboard; needs the tensorboard package)."),
@@ -231,7 +233,7 @@ def train_cmd(
                          grad_clip=grad_clip, precision=precision, ckpt_every=ckpt_every, log_every=log_every,
                          num_workers=num_workers, seed=seed, device=device),
         _train_overrides(lam=lam, mode=mode, prediction=prediction, base_prediction=base_prediction,
-                         residual_condition=residual_condition,
+                         residual_init=residual_init, residual_condition=residual_condition,
                          residual_temporal=residual_temporal), class_cond,
         recipe)
     store = ResultsStore.open(results)
@@ -239,6 +241,11 @@ def train_cmd(
     extra: Dict[str, Any] = {"preset": setup.preset, "class_cond": class_cond, "recipe": recipe}
     from vfbench.runs import build_generator
 
+    if getattr(setup.generator_config, "residual_init", "random") == "base" and base_init is None \
+            and pretrain_base_steps is None and not resume:
+        raise UsageError("residual_init 'base' starts the residual generator from a pretrained image DPM, but none is "
+                         "given; pass --base-init NAME (a `vfbench pretrain base` result) or --pretrain-base-steps N, "
+                         "or use --residual-init random")
     # built (and given its --base-init weights) before the run folder exists: a failure here leaves nothing behind
     gen = build_generator(generator, setup.generator_config, seed=setup.train_cfg.seed)
     if base_init is not None:
