@@ -113,7 +113,7 @@ class VideoFusionConfig:
     # (the paper: "a randomly initialized 2D U-shaped denoising network", Sec. 4.1), or "base": the image
     # DPM's weights in its spatial layers, the conditioning input, the frame-index embedding and the temporal
     # blocks zero-initialised, so it starts as the image DPM on z'. "base" gives the residual net the base's
-    # widths (RESIDUAL_SHAPE_FIELDS), so that the weights fit: at `small` 1.2x the step time of width 24
+    # widths (RESIDUAL_SHAPE_FIELDS), so that the weights fit: at `small` 1.23x the training step time of width 24
     residual_init: Literal["random", "base"] = "random"
 
     def __post_init__(self):

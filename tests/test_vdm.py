@@ -188,6 +188,26 @@ def test_config_round_trip_and_validation():
         VDM.config_for("tiny", frames=4, size=8, eta=2.0)
 
 
+def _perturbed_videofusion(seed):
+    """A tiny VideoFusion whose base is unlike any fresh init (zero-initialised outputs would hide a missed copy)."""
+    from vfbench.generators.videofusion import VideoFusion
+
+    torch.manual_seed(seed)
+    vf = VideoFusion(VideoFusion.config_for("tiny", frames=4, size=8))
+    with torch.no_grad():
+        for p in vf.base.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return vf
+
+
+def _assert_image_dpm_on_every_frame(vdm, vf, t):
+    z = torch.randn(2, 4, 3, 8, 8)
+    with torch.no_grad():
+        video = vdm.network_output(z, t)
+        frames = vf.base(z.flatten(0, 1), t.repeat_interleave(4)).view_as(z)
+    assert torch.allclose(video, frames, atol=1e-5)
+
+
 def test_base_init_starts_as_the_image_dpm_on_every_frame():
     """``load_base_state`` copies a VideoFusion base (a 2D image DPM of the same preset) into the spatial
     layers; the zero-initialised temporal blocks leave the inflated net equal to that image DPM applied to
@@ -195,11 +215,7 @@ def test_base_init_starts_as_the_image_dpm_on_every_frame():
     from vfbench.generators.videofusion import VideoFusion
     from vfbench.errors import WeightsError
 
-    torch.manual_seed(1)
-    vf = VideoFusion(VideoFusion.config_for("tiny", frames=4, size=8))
-    with torch.no_grad():  # a base unlike any fresh init (zero-initialised outputs would hide a missed copy)
-        for p in vf.base.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    vf = _perturbed_videofusion(seed=1)
     vdm = _model()
     temporal = {k: v.clone() for k, v in vdm.unet.state_dict().items() if k in set(vdm.unet.temporal_parameter_names())}
     vdm.load_base_state(vf.state_dict())  # a whole VideoFusion state dict: its base.* weights
@@ -207,12 +223,7 @@ def test_base_init_starts_as_the_image_dpm_on_every_frame():
         assert torch.equal(vdm.unet.state_dict()[k], v), k
     for k, v in temporal.items():
         assert torch.equal(vdm.unet.state_dict()[k], v), k
-    z = torch.randn(2, 4, 3, 8, 8)
-    t = torch.tensor([300, 700])
-    with torch.no_grad():
-        video = vdm.network_output(z, t)
-        frames = vf.base(z.flatten(0, 1), t.repeat_interleave(4)).view_as(z)
-    assert torch.allclose(video, frames, atol=1e-5)
+    _assert_image_dpm_on_every_frame(vdm, vf, torch.tensor([300, 700]))
     with pytest.raises(WeightsError, match="does not fit this VDM"):
         VDM(VDM.config_for("small", frames=4, size=8)).load_base_state(vf.base.state_dict())
 
@@ -221,14 +232,9 @@ def test_temporal_attention_at_every_scale_still_starts_as_the_image_dpm():
     """``unet.temporal_attention_scales`` adds temporal blocks where the image DPM has no spatial attention;
     they are zero-initialised too, so a base-initialised VDM is still the image DPM on every frame, and the
     default (None) builds exactly the net of before (same parameter names: old checkpoints load)."""
-    from vfbench.generators.videofusion import VideoFusion
-
-    torch.manual_seed(2)
-    vf = VideoFusion(VideoFusion.config_for("tiny", frames=4, size=8))
-    with torch.no_grad():
-        for p in vf.base.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    vf = _perturbed_videofusion(seed=2)
     plain = _model()
+
     def build(scales):
         cfg = VDM.config_for("tiny", frames=4, size=8)
         return VDM(dataclasses.replace(cfg, unet=dataclasses.replace(cfg.unet, temporal_attention_scales=scales)))
@@ -238,12 +244,7 @@ def test_temporal_attention_at_every_scale_still_starts_as_the_image_dpm():
     assert extra and all(".temporal." in k for k in extra)
     assert set(plain.unet.state_dict()) == set(build(None).unet.state_dict())
     every.load_base_state(vf.state_dict())
-    z = torch.randn(2, 4, 3, 8, 8)
-    t = torch.tensor([200, 800])
-    with torch.no_grad():
-        video = every.network_output(z, t)
-        frames = vf.base(z.flatten(0, 1), t.repeat_interleave(4)).view_as(z)
-    assert torch.allclose(video, frames, atol=1e-5)
+    _assert_image_dpm_on_every_frame(every, vf, torch.tensor([200, 800]))
     with pytest.raises(UsageError, match="temporal_attention_scales"):
         unet_preset("tiny", "base", video=True, temporal_attention_scales=(8,))
 

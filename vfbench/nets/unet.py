@@ -48,8 +48,8 @@ class UNetConfig:
     extra_input_channels: int = 0  # conditioning channels concatenated to x before the first conv
     video: bool = False  # inflate with temporal attention; x is [B, C, T, H, W]
     temporal_attention_heads: int = 0  # 0: as spatial attention (width // head_dim)
-    # downsample factors with temporal attention (video); None: the attention_scales. VDM Sec. 3 follows every
-    # spatial block with temporal attention; at `small` widths only the 1/4 scale has spatial attention
+    # downsample factors with temporal attention (video); None: the attention_scales, i.e. one after every spatial
+    # attention block (VDM Sec. 3, spec/baselines.md); more scales coordinate frames sooner in training (README)
     temporal_attention_scales: Optional[Tuple[int, ...]] = None
     use_initial_temporal_attention: bool = True
     temporal_buckets: int = 32
