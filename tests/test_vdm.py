@@ -212,7 +212,6 @@ def test_base_init_starts_as_the_image_dpm_on_every_frame():
     """``load_base_state`` copies a VideoFusion base (a 2D image DPM of the same preset) into the spatial
     layers; the zero-initialised temporal blocks leave the inflated net equal to that image DPM applied to
     each frame (what "starting a video DPM from an image model" means)."""
-    from vfbench.generators.videofusion import VideoFusion
     from vfbench.errors import WeightsError
 
     vf = _perturbed_videofusion(seed=1)
