@@ -25,6 +25,7 @@ import torch
 
 def sample_base_images(model, n: int, steps: int, seed: int) -> torch.Tensor:
     """uint8 ``[n, C, H, W]`` from the base generator alone, DDIM (eta 0) with ``steps`` steps."""
+    from vfbench.clips import unit_to_uint8
     from vfbench.diffusion import ddim_step, timestep_pairs
     from vfbench.prediction import output_to_eps
 
@@ -35,7 +36,7 @@ def sample_base_images(model, n: int, steps: int, seed: int) -> torch.Tensor:
             tv = torch.full((n,), t, dtype=torch.long)
             eps = output_to_eps(model.schedule, z, tv, model.base(z, tv), model.base_prediction)
             z = ddim_step(model.schedule, z, eps, t, t_prev)
-    return ((z.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return unit_to_uint8(z)
 
 
 def still_clips(images: torch.Tensor, frames: int = 16) -> torch.Tensor:

@@ -473,23 +473,9 @@ class VideoFusion(Generator):
         self.base.load_state_dict(state, strict=True)
         self.base_pretrained.fill_(True)
         if self.config.residual_init == "base":
-            self._residual_from_base(state)
-
-    @torch.no_grad()
-    def _residual_from_base(self, state: Mapping[str, torch.Tensor]) -> None:
-        """``residual_init='base'``: the image DPM's weights into the residual U-Net's spatial layers. The extra
-        input channels (the keyframe condition) and the frame-index embedding start at zero and the temporal
-        blocks keep their zero-initialised outputs, so the residual net starts as the image DPM applied to each
-        frame's z'."""
-        own = self.residual.state_dict()
-        for name, value in state.items():
-            if name == "in_conv.weight":
-                own[name].zero_()
-                own[name][:, :value.shape[1]].copy_(value)
-            else:
-                own[name].copy_(value)
-        if self.residual.frame_embed is not None:
-            self.residual.frame_embed.weight.zero_()
+            # the keyframe-condition input and the frame embedding at zero, the temporal blocks' outputs too:
+            # the residual net starts as the image DPM applied to each frame's z'
+            self.residual.load_spatial_state(state)
 
     def param_groups(self, lr: float) -> List[Dict[str, Any]]:
         """Residual generator at ``lr``; base generator at ``lr * base_lr_mult`` once it is pretrained, else at

@@ -222,13 +222,23 @@ class UNet(nn.Module):
         return [n for n, _ in self.named_parameters() if "temporal" in n.split(".")[0] or ".temporal." in f".{n}"]
 
     def load_spatial_state(self, state: Dict[str, torch.Tensor]) -> None:
-        """Load a 2D U-Net's weights into this (inflated) net; temporal blocks keep their values."""
+        """Load a 2D image U-Net's weights into this net, which may add what the image net lacks: temporal
+        blocks (video; they keep their zero-initialised outputs), extra input channels and a frame-index
+        embedding (both start at zero), so that it starts as that image net applied to each frame."""
+        state = dict(state)
+        extra = self.cfg.extra_input_channels
+        w = state.get("in_conv.weight")
+        if extra and w is not None and w.shape[1] == self.cfg.in_channels:
+            state["in_conv.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], dim=1)
         missing, unexpected = self.load_state_dict(state, strict=False)
-        temporal = set(self.temporal_parameter_names())
-        really_missing = [k for k in missing if k not in temporal]
+        added = set(self.temporal_parameter_names()) | ({"frame_embed.weight"} if self.frame_embed is not None else set())
+        really_missing = [k for k in missing if k not in added]
         if really_missing or unexpected:
             raise UsageError(f"the 2D U-Net weights do not match this architecture (missing {really_missing[:3]}, "
                              f"unexpected {list(unexpected)[:3]}); build both nets from the same preset")
+        if "frame_embed.weight" in missing:
+            with torch.no_grad():
+                self.frame_embed.weight.zero_()
 
     def _embedding(self, t: torch.Tensor, batch: int, class_labels, frame_index) -> torch.Tensor:
         cfg = self.cfg
