@@ -321,6 +321,8 @@ def test_residual_init_base_starts_the_residual_net_as_the_image_dpm():
     widened = VideoFusion.config_for("small", frames=FRAMES, size=SIZE, residual_init="base").residual
     assert (widened.base_width, widened.head_dim) == (small.base.base_width, small.base.head_dim)
     assert (widened.extra_input_channels, widened.video, widened.num_frame_indices) == (3, True, FRAMES)
+    with pytest.raises(UsageError, match="videofusion.residual_init must be one of random, base"):
+        dataclasses.replace(make().config, residual_init="pretrained")
 
 
 # -- sampling (Fig. 4, Appendix A) ------------------------------------------------------------------
