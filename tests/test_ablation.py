@@ -373,3 +373,10 @@ def test_trained_step_ignores_a_torn_checkpoint(tmp_path):
     whole = (ck / "step-0000010.pt").read_bytes()
     (ck / "step-0000020.pt").write_bytes(whole[: len(whole) // 2])  # killed mid-write
     assert trained_step(tmp_path) == 10
+
+
+def test_plan_with_residual_init_base_needs_pretraining():
+    # without an image DPM the widened residual generator would train from a random init, unannounced
+    with pytest.raises(UsageError, match="residual_init 'base'.*pretrain_base_steps is 0"):
+        RunPlan(name="ri", generator="videofusion", generator_overrides={"residual_init": "base"})
+    RunPlan(name="ri", generator="videofusion", generator_overrides={"residual_init": "base"}, pretrain_base_steps=10)

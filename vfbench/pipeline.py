@@ -55,6 +55,12 @@ class RunPlan:
 
     def __post_init__(self):
         check_run_name(self.name)
+        # the CLI refuses this too (`train --residual-init base` without an image DPM): without pretraining the
+        # widened residual net would train from a random init while the plan says it started from the base
+        if self.generator_overrides.get("residual_init") == "base" and self.pretrain_base_steps <= 0:
+            raise UsageError(f"run {self.name!r} sets residual_init 'base' (the residual generator starts from the "
+                             f"pretrained image DPM) but pretrain_base_steps is {self.pretrain_base_steps}; give it "
+                             "pretrain_base_steps > 0 or drop residual_init")
 
     def identity(self) -> Dict[str, Any]:
         """Everything that defines the run except its length (a run may be extended)."""
