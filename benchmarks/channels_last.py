@@ -12,9 +12,7 @@ the model.
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 from typing import Dict
 
@@ -23,17 +21,10 @@ import torch
 
 def run(preset: str = "small", frames: int = 16, size: int = 32, batch: int = 1, repeats: int = 7,
         threads: int = 1, train: bool = False, seed: int = 0) -> Dict:
-    from vfbench.bench import _train_fn, build_models, interleaved_times, machine_info
+    from vfbench.bench import _train_fn, denoiser_timing_setup, interleaved_times
     from vfbench.nets.memory_format import to_channels_last
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    models = build_models(preset, frames, size)
-    z = torch.randn(batch, frames, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    t = torch.full((batch,), 500, dtype=torch.long)
-    res = {"config": dict(preset=preset, frames=frames, size=size, batch=batch, repeats=repeats, threads=threads,
-                          train=train, seed=seed), "machine": machine_info(), "torch": torch.__version__,
-           "generators": {}}
+    models, z, t, res = denoiser_timing_setup(preset, frames, size, batch, threads, seed, repeats=repeats, train=train)
     fns, variants = {}, {}
     for name, model in models.items():
         cl = to_channels_last(copy.deepcopy(model))
@@ -66,22 +57,14 @@ def _denoise(model, z, t):
 
 
 def main(argv=None) -> Dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1)
+    from vfbench.bench import denoiser_timing_parser, write_result
+
+    ap = denoiser_timing_parser(__doc__.splitlines()[0])
     ap.add_argument("--train", action="store_true", help="also time one training step (batch >= 2)")
-    ap.add_argument("--out", default=None, help="write the result JSON here")
     a = ap.parse_args(argv)
     res = run(a.preset, a.frames, a.size, a.batch, a.repeats, a.threads, a.train)
-    text = json.dumps(res, indent=2, default=str)
     if a.out:
-        from vfbench.atomic import atomic_write_text
-
-        atomic_write_text(a.out, text + "\n")
+        write_result(a.out, res)
     for name, g in res["generators"].items():
         line = (f"{name:12s} denoise NCHW {g['denoise_s']['nchw']:.4f} s, channels-last "
                 f"{g['denoise_s']['channels_last']:.4f} s, ratio {g['denoise_ratio']:.3f}, max|diff| {g['max_abs_diff']:.2e}")

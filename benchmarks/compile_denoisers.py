@@ -13,9 +13,7 @@ from eager are reported. Needs a C++ compiler (inductor's CPU backend).
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import statistics
 import time
 from typing import Dict
@@ -27,16 +25,10 @@ VARIANTS = ("eager_nchw", "eager_channels_last", "compiled")
 
 def run(preset: str = "small", frames: int = 16, size: int = 32, batch: int = 1, repeats: int = 7,
         threads: int = 1, seed: int = 0) -> Dict:
-    from vfbench.bench import build_models, interleaved_times, machine_info
+    from vfbench.bench import denoiser_timing_setup, interleaved_times
     from vfbench.nets.memory_format import to_channels_last
 
-    torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    models = build_models(preset, frames, size)
-    z = torch.randn(batch, frames, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    t = torch.full((batch,), 500, dtype=torch.long)
-    res = {"config": dict(preset=preset, frames=frames, size=size, batch=batch, repeats=repeats, threads=threads,
-                          seed=seed), "machine": machine_info(), "torch": torch.__version__, "generators": {}}
+    models, z, t, res = denoiser_timing_setup(preset, frames, size, batch, threads, seed, repeats=repeats)
     fns = {}
     for name, model in models.items():
         model.eval()
@@ -66,21 +58,12 @@ def _denoise(fn, z, t):
 
 
 def main(argv=None) -> Dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--preset", default="small")
-    ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--size", type=int, default=32)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--out", default=None, help="write the result JSON here")
-    a = ap.parse_args(argv)
-    res = run(a.preset, a.frames, a.size, a.batch, a.repeats, a.threads)
-    text = json.dumps(res, indent=2, default=str)
-    if a.out:
-        from vfbench.atomic import atomic_write_text
+    from vfbench.bench import denoiser_timing_parser, write_result
 
-        atomic_write_text(a.out, text + "\n")
+    a = denoiser_timing_parser(__doc__.splitlines()[0]).parse_args(argv)
+    res = run(a.preset, a.frames, a.size, a.batch, a.repeats, a.threads)
+    if a.out:
+        write_result(a.out, res)
     for name, g in res["generators"].items():
         d = g["denoise_s"]
         print(f"{name:12s} denoise eager NCHW {d['eager_nchw']:.4f} s, eager channels-last {d['eager_channels_last']:.4f} s, "

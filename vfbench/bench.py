@@ -267,6 +267,36 @@ def default_out(name: str) -> str:
     return str(default_results_dir() / "bench" / f"{name}.json")
 
 
+def denoiser_timing_setup(preset: str, frames: int, size: int, batch: int, threads: int, seed: int,
+                          **config: Any):
+    """``build_models``' nets, one noisy clip batch ``z`` and timestep ``t`` (500), and the result skeleton
+    (config, machine, torch version) of a denoiser-timing benchmark, with torch's threads and seed set."""
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    models = build_models(preset, frames, size)
+    z = torch.randn(batch, frames, 3, size, size, generator=torch.Generator().manual_seed(seed))
+    t = torch.full((batch,), 500, dtype=torch.long)
+    res = {"config": dict(preset=preset, frames=frames, size=size, batch=batch, threads=threads, seed=seed, **config),
+           "machine": machine_info(), "torch": torch.__version__, "generators": {}}
+    return models, z, t, res
+
+
+def denoiser_timing_parser(description: str, repeats: int = 7):
+    """The command line shared by the scripts that time one denoiser call per variant on ``build_models``'
+    nets (``benchmarks/channels_last.py``, ``benchmarks/compile_denoisers.py``)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--size", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=None, help="write the result JSON here")
+    return ap
+
+
 def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     """A plain Markdown table (readable in a terminal, pasteable into a README)."""
     cells = [[str(h) for h in header]] + [[_fmt(c) for c in r] for r in rows]
