@@ -217,14 +217,14 @@ def test_protocol_estimate_scales_measured_cost_by_counted_flops(tmp_path):
     cfg = ProtocolConfig(generators=("vdm", "videofusion"), preset="tiny", frames=4, size=16, measure_size=8,
                          num=10, batch=1, repeats=1, i3d_clips=0, gpu_tflops=1.0)
     res = roundtrip(protocol_estimate(cfg), tmp_path)
-    for name in ("vdm", "videofusion"):
+    # each generator's own default sampler (README "Samplers and the number of steps")
+    for name, steps in (("vdm", 20), ("videofusion", 10)):
         g = res["generators"][name]
         # 2x the frame size: convolutions 4x the FLOPs, attention a little more (counted: 4.32x)
         assert 4.0 < g["flops_scale_to_size"] < 5.0, g
-        # each generator's own default sampler (README "Samplers and the number of steps")
-        assert g["steps"] == 10 and g["sampler"] == "dpmpp_2m"
-        assert g["cpu_sampling_hours"] == pytest.approx(g["measured_s_per_clip_step"] * g["flops_scale_to_size"] * 10 * 10 / 3600)
-        assert g["gpu_sampling_hours_from_flops"] == pytest.approx(g["gflops_per_clip_step_at_size"] * 1e9 * 10 * 10 / 1e12 / 3600)
+        assert g["steps"] == steps and g["sampler"] == "dpmpp_2m"
+        assert g["cpu_sampling_hours"] == pytest.approx(g["measured_s_per_clip_step"] * g["flops_scale_to_size"] * 10 * steps / 3600)
+        assert g["gpu_sampling_hours_from_flops"] == pytest.approx(g["gflops_per_clip_step_at_size"] * 1e9 * 10 * steps / 1e12 / 3600)
     assert res["fvd_kvd"] is None and "vdm" in format_protocol(res)
     with pytest.raises(UsageError, match="--generators"):
         ProtocolConfig(generators=("sora",)).check()

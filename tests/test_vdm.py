@@ -36,7 +36,7 @@ def test_registered_and_uses_videofusion_base_widths():
     assert (cfg.unet.base_width, cfg.unet.channel_mults, cfg.unet.attention_scales) == \
         (base.base_width, base.channel_mults, base.attention_scales)
     assert cfg.unet.video and cfg.schedule == "cosine" and cfg.num_timesteps == 1000
-    assert (cfg.sampler, cfg.sampling_steps) == ("dpmpp_2m", 10)  # README "Samplers and the number of steps"
+    assert (cfg.sampler, cfg.sampling_steps) == ("dpmpp_2m", 20)  # README "Samplers and the number of steps"
 
 
 def test_loss_is_finite_and_backpropagates():
